@@ -1,0 +1,26 @@
+# The README's two commands are `make demo` and `make test`; both set up first.
+PYTHON ?= python3
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: .setup.stamp
+
+.setup.stamp: pyproject.toml scripts/setup.sh
+	PYTHON=$(PYTHON) bash scripts/setup.sh
+	@touch $@
+
+demo: setup
+	$(PYTHON) -m robustlab train --config configs/standard_fmnist.yaml --resume
+	$(PYTHON) -m robustlab eval runs/standard_fmnist
+
+test: setup
+	$(PYTHON) -m pytest
+
+test-slow: setup
+	$(PYTHON) -m pytest -m slow
+
+bench: setup
+	$(PYTHON) benchmarks/train_speed.py
+
+clean:
+	rm -rf .setup.stamp .pytest_cache build src/*.egg-info

@@ -1,0 +1,246 @@
+"""Typed run configuration: YAML files and dotted overrides into dataclasses.
+
+`load_config("configs/standard_fmnist.yaml", ["train.epochs=3", "model.name=lenet"])` returns a
+`Config`. An unknown key or a value of the wrong type is a `UserError` that names the key and the
+valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from robustlab.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"
+    data_dir: Optional[str] = None
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    # None: augment 32x32 colour data only (random crop + flip), as the CIFAR papers do.
+    augment: Optional[bool] = None
+    val_fraction: float = 0.0
+    # Keep the first N training / test images (after a seeded shuffle): quick runs and tests.
+    train_limit: Optional[int] = None
+    test_limit: Optional[int] = None
+    options: dict = field(default_factory=dict)  # extra loader kwargs (synthetic sizes, ...)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    options: dict = field(default_factory=dict)  # architecture kwargs (width, depth, ...)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["constant", "multistep", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
+    gamma: float = 0.1
+    final_lr_fraction: float = 0.0  # cosine / one-cycle end at lr * this
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 15
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None  # max global grad norm
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    eval_every: int = 1  # epochs
+    log_every: int = 50  # steps between metrics.jsonl lines
+    threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
+
+
+@dataclass
+class DefenseConfig:
+    recipe: str = "standard"
+    options: dict = field(default_factory=dict)  # recipe kwargs (weights, attack settings)
+
+
+@dataclass
+class Config:
+    name: str = "standard_fmnist"
+    seed: int = 0
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "Config":
+        """Range checks that types alone cannot express."""
+        checks = [
+            (self.train.epochs >= 0, "train.epochs", self.train.epochs, "an integer >= 0"),
+            (self.data.batch_size > 0, "data.batch_size", self.data.batch_size, "> 0"),
+            (self.data.eval_batch_size > 0, "data.eval_batch_size", self.data.eval_batch_size, "> 0"),
+            (0 <= self.data.val_fraction < 1, "data.val_fraction", self.data.val_fraction, "in [0, 1)"),
+            (self.optim.lr > 0, "optim.lr", self.optim.lr, "> 0"),
+            (self.optim.weight_decay >= 0, "optim.weight_decay", self.optim.weight_decay, ">= 0"),
+            (0 <= self.optim.momentum < 1, "optim.momentum", self.optim.momentum, "in [0, 1)"),
+            (0 <= self.train.label_smoothing < 1, "train.label_smoothing",
+             self.train.label_smoothing, "in [0, 1)"),
+            (self.train.grad_clip is None or self.train.grad_clip > 0, "train.grad_clip",
+             self.train.grad_clip, "> 0 or null"),
+            (self.train.eval_every >= 1, "train.eval_every", self.train.eval_every, ">= 1"),
+            (self.train.log_every >= 1, "train.log_every", self.train.log_every, ">= 1"),
+            (self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs",
+             self.schedule.warmup_epochs, ">= 0"),
+            (all(0 < m < 1 for m in self.schedule.milestones), "schedule.milestones",
+             self.schedule.milestones, "fractions of training in (0, 1)"),
+            (0 <= self.schedule.final_lr_fraction <= 1, "schedule.final_lr_fraction",
+             self.schedule.final_lr_fraction, "in [0, 1]"),
+            (self.data.train_limit is None or self.data.train_limit > 0, "data.train_limit",
+             self.data.train_limit, "> 0 or null"),
+            (self.data.test_limit is None or self.data.test_limit > 0, "data.test_limit",
+             self.data.test_limit, "> 0 or null"),
+            (self.train.threads is None or self.train.threads > 0, "train.threads",
+             self.train.threads, "> 0 or null"),
+        ]
+        for ok, key, value, expected in checks:
+            if not ok:
+                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise UserError(f"name={self.name!r} is not a valid run name: use letters, digits, _ or -")
+        return self
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; allow int and numeric strings -> float only."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except UserError:
+                pass
+        raise UserError(f"{key}={value!r} has the wrong type: expected {_type_name(tp)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise UserError(f"{key}={value!r} is not allowed: choose one of {', '.join(map(str, choices))}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads 1e-3 (no dot) as a string; accept what Python reads as a number.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    expected = origin or tp
+    if expected is int and isinstance(value, bool):  # bool is an int subclass; never a valid count
+        raise UserError(f"{key}={value!r} has the wrong type: expected int")
+    if not isinstance(value, expected):
+        raise UserError(
+            f"{key}={value!r} has the wrong type: expected {_type_name(tp)}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _merge(obj: Any, values: dict, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise UserError(
+                f"unknown config key {dotted!r}; valid keys here: {', '.join(sorted(fields))}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"{dotted} must be a mapping of its keys, got {value!r}")
+            _merge(current, value, dotted + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], dotted))
+
+
+def _parse_override(text: str) -> dict:
+    """`train.epochs=3` -> {"train": {"epochs": 3}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise UserError(f"override {text!r} must look like key.subkey=value (e.g. train.epochs=3)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; see configs/ for examples") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, got {type(values).__name__}")
+    return values
+
+
+def config_from_dict(values: dict, overrides: list[str] = ()) -> Config:
+    cfg = Config()
+    _merge(cfg, values)
+    for text in overrides:
+        _merge(cfg, _parse_override(text))
+    return cfg.validate()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file (if any), then each `key=value` override, in that order."""
+    return config_from_dict(read_yaml(path) if path else {}, overrides)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

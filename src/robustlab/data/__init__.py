@@ -1,0 +1,19 @@
+"""Datasets (IDX, CIFAR pickles, SVHN .mat, scikit-learn digits, synthetic), in-memory batching,
+augmentation and per-class sampling. Images stay uint8 in memory; batches come out in [0, 1]."""
+
+from robustlab.data.batches import Batches, Split, horizontal_flip, random_crop, validation_split
+from robustlab.data.class_index import ClassIndex
+from robustlab.data.datasets import DATASETS, Dataset, dataset_status, load_dataset
+
+__all__ = [
+    "DATASETS",
+    "Batches",
+    "ClassIndex",
+    "Dataset",
+    "Split",
+    "dataset_status",
+    "horizontal_flip",
+    "load_dataset",
+    "random_crop",
+    "validation_split",
+]

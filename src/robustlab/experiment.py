@@ -1,0 +1,193 @@
+"""From a `Config` to objects, and the jobs the CLI runs: train a run, evaluate a checkpoint.
+
+This is the only module that knows every layer; the CLI parses arguments and calls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from robustlab.config import Config, config_from_dict, read_yaml, save_config
+from robustlab.data import Batches, Dataset, Split, load_dataset, validation_split
+from robustlab.defenses import build_objective
+from robustlab.errors import UserError
+from robustlab.models import Classifier, create_model
+from robustlab.train import (
+    DistInfo,
+    Run,
+    TrainData,
+    accuracy,
+    dist_from_env,
+    fit,
+    init_distributed,
+    load_checkpoint,
+    load_weights,
+    resolve_device,
+)
+from robustlab.train.distributed import barrier
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _first(split: Split, limit: int | None, seed: int) -> Split:
+    """A seeded random subset of `limit` samples (all of them when limit is None or larger)."""
+    if limit is None or limit >= len(split):
+        return split
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.subset(order[:limit])
+
+
+def load_data(cfg: Config) -> Dataset:
+    ds = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, **cfg.data.options)
+    train = _first(ds.train, cfg.data.train_limit, cfg.seed)
+    test = _first(ds.test, cfg.data.test_limit, cfg.seed + 1)
+    return dataclasses.replace(ds, train=train, test=test)
+
+
+def build_model(cfg: Config, ds: Dataset) -> Classifier:
+    return create_model(
+        cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
+        image_size=ds.image_size, mean=ds.mean, std=ds.std, **cfg.model.options,
+    )
+
+
+def model_from_checkpoint(state: dict) -> Classifier:
+    """Rebuild the architecture a checkpoint names and load its weights."""
+    model = create_model(**state["arch"])
+    load_weights(model, state)
+    return model
+
+
+def make_batches(cfg: Config, ds: Dataset, dist: DistInfo = DistInfo(), device="cpu") -> TrainData:
+    augment = cfg.data.augment
+    if augment is None:  # the CIFAR/SVHN papers crop and flip; the 28x28 grey papers do not
+        augment = ds.in_channels == 3 and ds.image_size >= 32
+    train, evals = ds.train, {}
+    if cfg.data.val_fraction > 0:
+        train, val = validation_split(ds.train, cfg.data.val_fraction, cfg.seed)
+        evals["val"] = Batches(val, cfg.data.eval_batch_size, shuffle=False, device=device)
+    evals["test"] = Batches(ds.test, cfg.data.eval_batch_size, shuffle=False, device=device)
+    train_batches = Batches(
+        train, cfg.data.batch_size, shuffle=True, seed=cfg.seed, augment=augment, drop_last=True,
+        rank=dist.rank, world_size=dist.world_size, device=device,
+    )
+    return TrainData(train_batches, evals)
+
+
+def _same_except(saved: dict, new: dict, allowed: set[str], prefix: str = "") -> list[str]:
+    """Dotted keys where two config dicts differ, ignoring `allowed` ones."""
+    diffs = []
+    for key in sorted(set(saved) | set(new)):
+        dotted = prefix + key
+        a, b = saved.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and dotted not in allowed:
+            diffs += _same_except(a, b, allowed, dotted + ".")
+        elif a != b and dotted not in allowed:
+            diffs.append(dotted)
+    return diffs
+
+
+def prepare_run_dir(cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -> None:
+    """Refuse to overwrite a run by accident; `--force` replaces it, `--resume` continues it."""
+    run_dir = cfg.run_dir
+    config_file = run_dir / "config.yaml"
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and resume and config_file.is_file():
+        saved = read_yaml(config_file)
+        diffs = _same_except(saved, cfg.to_dict(), allowed={"train.epochs", "data.data_dir"})
+        if diffs:
+            raise UserError(
+                f"cannot resume {run_dir}: the config differs from the saved one at "
+                f"{', '.join(diffs)}; resume with the saved settings or use --force to start over"
+            )
+    elif exists and not force and not resume:
+        raise UserError(
+            f"run directory {run_dir} already exists; use --resume to continue it, --force to "
+            "replace it, or name=OTHER for a new run"
+        )
+    if dist.is_main:
+        if exists and force and not resume:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, config_file)
+    barrier(dist)
+
+
+def resolve_resume_config(name: str, out_dir: str, overrides: list[str]) -> Config:
+    """The saved config of run `name`, with command-line overrides on top."""
+    path = Path(out_dir) / name / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"no run to resume at {path.parent}; start it with robustlab train --config ...")
+    return config_from_dict(read_yaml(path), overrides)
+
+
+def train(cfg: Config, *, resume: bool = False, force: bool = False,
+          log: Callable[[str], None] = print, callbacks=()) -> Run:
+    """Train the run `cfg` describes (single process or one rank under torchrun)."""
+    dist = dist_from_env()
+    device = resolve_device(cfg.train.device, dist.local_rank)
+    init_distributed(dist, device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    prepare_run_dir(cfg, resume=resume, force=force, dist=dist)
+    seed_everything(cfg.seed)
+    ds = load_data(cfg)
+    model = build_model(cfg, ds)
+    objective = build_objective(
+        cfg.defense.recipe, label_smoothing=cfg.train.label_smoothing, **cfg.defense.options
+    )
+    data = make_batches(cfg, ds, dist, device)
+    if dist.is_main:
+        log(f"{cfg.name}: {cfg.model.name} on {ds.name} ({len(data.train) * cfg.data.batch_size} "
+            f"train images/epoch, {len(ds.test)} test), recipe {cfg.defense.recipe}, {device}"
+            + (f", {dist.world_size} processes" if dist.enabled else ""))
+    return fit(model, objective, data, cfg, device=device, resume=resume, dist=dist,
+               log=log if dist.is_main else (lambda _: None), callbacks=callbacks)
+
+
+@dataclass
+class Loaded:
+    cfg: Config
+    model: Classifier
+    checkpoint: Path
+    state: dict
+
+
+def load_run(path: str | Path, which: str = "last", data_dir: str | None = None) -> Loaded:
+    """A run directory (its `which` checkpoint) or a checkpoint file, with its config."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "checkpoints" / f"{which}.pt"
+        if not candidate.is_file():
+            raise UserError(f"{path} has no checkpoints/{which}.pt; is it a finished robustlab run?")
+        path = candidate
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    return Loaded(cfg, model_from_checkpoint(state), path, state)
+
+
+def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | None = None,
+                   batch_size: int | None = None, device: str = "auto") -> dict:
+    """Clean accuracy of a saved model on its dataset's full test split."""
+    loaded = load_run(path, which, data_dir)
+    cfg = loaded.cfg
+    cfg.data.test_limit = None  # always the full test set, whatever training watched
+    ds = load_data(cfg)
+    dev = resolve_device(device)
+    model = loaded.model.to(dev)
+    batches = Batches(ds.test, batch_size or cfg.data.eval_batch_size, shuffle=False, device=dev)
+    acc = accuracy(model, batches, dev)
+    return {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
+            "model": cfg.model.name, "test_images": len(ds.test), "clean_accuracy": acc}
