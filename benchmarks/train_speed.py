@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from robustlab.config import load_config
-from robustlab.experiment import build_model, load_data, make_batches, seed_everything
 from robustlab.defenses import build_objective
+from robustlab.experiment import build_model, load_data, make_batches, seed_everything
 from robustlab.train import fit
 
 
@@ -50,21 +50,30 @@ def ours(cfg, model, data) -> float:
 def compare(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         n = args.batches * 128
-        results = {"bare": [], "robustlab": []}
+        results = {"bare": [], "robustlab": [], "robustlab_channels_last": []}
         for repeat in range(args.repeats):
-            cfg = load_config(None, [f"model.name={args.model}", "train.epochs=1",
-                                     f"data.train_limit={n}", f"out_dir={tmp}", f"name=r{repeat}"])
-            seed_everything(0)
-            ds = load_data(cfg)
-            data = make_batches(cfg, ds)
-            pre_made = list(data.train.epoch(0))
-            results["bare"].append(bare_loop(build_model(cfg, ds), pre_made))
-            results["robustlab"].append(ours(cfg, build_model(cfg, ds), data))
-        bare, mine = statistics.median(results["bare"]), statistics.median(results["robustlab"])
-        print(json.dumps({"model": args.model, "threads": torch.get_num_threads(), "images": n,
-                          "bare_images_per_s": round(bare), "robustlab_images_per_s": round(mine),
-                          "ratio_robustlab_over_bare": round(mine / bare, 3),
-                          "runs": {k: [round(v) for v in vs] for k, vs in results.items()}}))
+            for layout in ("contiguous", "channels_last"):
+                cfg = load_config(None, [
+                    f"model.name={args.model}", "train.epochs=1", f"data.train_limit={n}",
+                    f"train.channels_last={layout == 'channels_last'}", f"out_dir={tmp}",
+                    f"name=r{repeat}{layout}"])
+                seed_everything(0)
+                ds = load_data(cfg)
+                data = make_batches(cfg, ds)
+                if layout == "contiguous":
+                    pre_made = list(data.train.epoch(0))
+                    results["bare"].append(bare_loop(build_model(cfg, ds), pre_made))
+                    results["robustlab"].append(ours(cfg, build_model(cfg, ds), data))
+                else:
+                    results["robustlab_channels_last"].append(ours(cfg, build_model(cfg, ds), data))
+        median = {k: statistics.median(v) for k, v in results.items()}
+        print(json.dumps({
+            "model": args.model, "threads": torch.get_num_threads(), "images": n,
+            **{f"{k}_images_per_s": round(v) for k, v in median.items()},
+            "ratio_robustlab_over_bare": round(median["robustlab"] / median["bare"], 3),
+            "ratio_channels_last_over_contiguous":
+                round(median["robustlab_channels_last"] / median["robustlab"], 3),
+            "runs": {k: [round(v) for v in vs] for k, vs in results.items()}}))
 
 
 def summarise(run_dir: Path) -> None:

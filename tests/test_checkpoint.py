@@ -82,7 +82,8 @@ def test_other_architecture_is_refused_naming_both():
     lenet = small()
     state = {"arch": lenet.arch, "model": lenet.state_dict()}
     cnn = create_model("small_cnn", num_classes=10, in_channels=1, image_size=28)
-    with pytest.raises(UserError, match="different architecture.*name: checkpoint 'lenet' vs model 'small_cnn'"):
+    expected = "different architecture.*name: checkpoint 'lenet' vs model 'small_cnn'"
+    with pytest.raises(UserError, match=expected):
         load_weights(cnn, state)
     five = create_model("lenet", num_classes=5, in_channels=1, image_size=28)
     with pytest.raises(UserError, match="num_classes: checkpoint 10 vs model 5"):

@@ -63,6 +63,7 @@ def write_idx(path, magic, dims, payload):
 
 @pytest.mark.parametrize("case, args, expected", [
     ("missing dataset directory", ["data.name=fashion-mnist", "data.data_dir={tmp}/nowhere"], "nowhere"),
+    ("missing dataset directory (flag)", ["--data-dir", "{tmp}/absent"], "absent"),
     ("unknown model", [*TINY, "model.name=resnet7"], "unknown model 'resnet7'"),
     ("unknown config key", [*TINY, "train.epochz=1"], "unknown config key 'train.epochz'"),
     ("negative epochs", [*TINY, "train.epochs=-2"], "train.epochs=-2 is out of range"),
@@ -93,9 +94,9 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
                            "name=r", "--resume")
     assert code == 2 and "model.name" in one_error_line(err)
     # A checkpoint whose recorded architecture does not match its weights is refused too.
+    from robustlab.errors import UserError
     from robustlab.models import create_model
     from robustlab.train import load_checkpoint, load_weights
-    from robustlab.errors import UserError
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     with pytest.raises(UserError, match="different architecture"):
         load_weights(create_model("resnet20", num_classes=10, in_channels=1, image_size=28), state)
@@ -109,3 +110,14 @@ def test_debug_shows_traceback_and_subprocess_exit_code(tmp_path):
     debug = subprocess.run([cmd[0], "-m", "robustlab", "--debug", *cmd[3:]], capture_output=True,
                            text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_eval_bad_inputs(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "no-such-run"))
+    assert code == 2 and "does not exist" in one_error_line(err)
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "empty"))
+    assert code == 2 and "has no checkpoints/last.pt" in one_error_line(err)
+    assert run_cli(capsys, "train", *TINY, f"out_dir={tmp_path}", "name=r")[0] == 0
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "r"), "--batch-size", "0")
+    assert code == 2 and "--batch-size=0" in one_error_line(err)

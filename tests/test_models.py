@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from robustlab.errors import UserError
 from robustlab.models import MODELS, Classifier, Normalize, Out, create_model
+from robustlab.models.preact_resnet import PreActBlock
+from robustlab.models.resnet import BasicBlock
 
 ALL = MODELS.names()
 # Fixed-size presets with 36M-46M parameters: one image per pass keeps the file fast.
@@ -64,14 +67,13 @@ CASES = [(n, c, s) for n in ALL for c, s in SIZES if n not in HEAVY or c == 3]
 def test_forward_paths_agree_and_have_contract_shapes(name, in_channels, image_size):
     model = build(name, in_channels, image_size).eval()
     x = torch.rand(batch(name), in_channels, image_size, image_size)
-    calls = {"body": 0, "embedding": 0, "classifier": 0}
-    for key in calls:
-        getattr(model, key).register_forward_hook(
-            lambda *_, key=key: calls.__setitem__(key, calls[key] + 1)
-        )
+    parts = ("body", "embedding", "classifier")
+    calls = dict.fromkeys(parts, 0)
+    for key in parts:
+        getattr(model, key).register_forward_hook(lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
     with torch.no_grad():
         logits = model(x)
-        calls.update(body=0, embedding=0, classifier=0)
+        calls.update(dict.fromkeys(parts, 0))
         out = model.forward_all(x)
         # One pass: forward_all must not re-run any part of the model.
         assert calls == {"body": 1, "embedding": 1, "classifier": 1}
@@ -170,9 +172,7 @@ def test_arch_round_trips_through_json_and_create_model(name):
     model = build(name, 1, 28, mean=[0.3], std=[0.35])
     arch = json.loads(json.dumps(model.arch))
     assert arch == model.arch
-    assert {"name": name, "num_classes": 10, "in_channels": 1, "image_size": 28}.items() <= (
-        arch.items()
-    )
+    assert {"name": name, "num_classes": 10, "in_channels": 1, "image_size": 28}.items() <= (arch.items())
     rebuilt = create_model(**arch)
     assert rebuilt.arch == model.arch
     rebuilt.load_state_dict(model.state_dict(), strict=True)
@@ -188,6 +188,11 @@ def test_arch_fills_defaults_and_tells_architectures_apart():
     assert create_model("resnet", 10, depth=8).arch != create_model("resnet", 10, depth=14).arch
     assert create_model("resnet20", 10).arch != create_model("resnet", 10).arch
     assert create_model("lenet", 10, 1, 28).arch != create_model("lenet", 10, 1, 32).arch
+    # Sizes read from numpy (dataset metadata) still give a JSON-serialisable arch.
+    arch = create_model("small_cnn", np.int64(10), np.int64(1), width=np.int64(8)).arch
+    assert json.loads(json.dumps(arch))["width"] == 8
+    model = create_model("small_cnn", 10, 2, 28, mean=np.array([0.1, 0.2]), std=(1, 2))
+    assert model.normalize.std.tolist() == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -259,3 +264,41 @@ def test_dropout_acts_in_training_only(name):
         assert not torch.allclose(model(x), model(x))
         model.eval()
         torch.testing.assert_close(model(x), model(x))
+
+
+def test_resnet_block_adds_the_option_a_shortcut():
+    # With the residual branch zeroed a block is its shortcut: subsampled, zero-padded identity.
+    block = BasicBlock(4, 8, stride=2).eval()
+    nn.init.zeros_(block.bn2.weight)
+    x = torch.rand(2, 4, 5, 5)
+    zeros = torch.zeros(2, 2, 3, 3)
+    expected = torch.cat([zeros, x[:, :, ::2, ::2], zeros], dim=1)
+    torch.testing.assert_close(block(x), expected)
+    same = BasicBlock(4, 4, stride=1).eval()
+    nn.init.zeros_(same.bn2.weight)
+    torch.testing.assert_close(same(x), x)
+
+
+def test_preact_block_adds_its_shortcut():
+    # Identity shortcut on the raw input; the projection sees the pre-activated input, as in the
+    # reference code of He et al. 2016b and of WRN.
+    x = torch.randn(2, 4, 6, 6)
+    same = PreActBlock(4, 4, stride=1).eval()
+    nn.init.zeros_(same.conv2.weight)
+    torch.testing.assert_close(same(x), x)
+    wider = PreActBlock(4, 8, stride=2).eval()
+    nn.init.zeros_(wider.conv2.weight)
+    torch.testing.assert_close(wider(x), wider.projection(torch.relu(wider.bn1(x))))
+
+
+@pytest.mark.parametrize("name", ["resnet", "preact_resnet18", "wide_resnet"])
+def test_residual_models_use_the_papers_init(name):
+    model = build(name)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.weight.numel() >= 2000:
+            fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+            ratio = module.weight.std().item() / (2 / fan_out) ** 0.5
+            assert 0.85 < ratio < 1.15, (module, ratio)
+        elif isinstance(module, nn.BatchNorm2d):
+            assert (module.weight == 1).all() and (module.bias == 0).all()
+    assert (model.classifier.bias == 0).all()

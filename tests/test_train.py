@@ -45,7 +45,8 @@ def test_training_learns_and_logs(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5]
-    assert {"train_loss", "train_clean_ce", "train_acc", "test_acc", "images_per_s", "peak_mem_mb"} <= set(epochs[0])
+    expected = {"train_loss", "train_clean_ce", "train_acc", "test_acc", "images_per_s", "peak_mem_mb"}
+    assert expected <= set(epochs[0])
     assert (tmp_path / "t" / "config.yaml").is_file()
     assert (tmp_path / "t" / "checkpoints" / "best.pt").is_file()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from robustlab import __version__
 from robustlab.errors import UserError
@@ -19,6 +19,8 @@ def _train(args: argparse.Namespace) -> int:
     from robustlab.config import load_config
     from robustlab.train import Interrupted
 
+    if args.data_dir:
+        args.overrides.append(f"data.data_dir={args.data_dir}")
     if args.resume and args.config is None:
         name = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("name=")), None)
         out_dir = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("out_dir=")), "runs")
@@ -41,6 +43,8 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from robustlab.experiment import evaluate_clean
 
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise UserError(f"--batch-size={args.batch_size} is out of range: expected > 0")
     result = evaluate_clean(args.run, which=args.checkpoint, data_dir=args.data_dir,
                             batch_size=args.batch_size, device=args.device)
     if args.json:
@@ -81,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", help="YAML config (see configs/); defaults when omitted")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.epochs=3 model.name=lenet name=myrun")
+    p.add_argument("--data-dir", help="where the dataset files are (same as data.data_dir=DIR)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="continue the run from its last checkpoint (starts it if it has none)")

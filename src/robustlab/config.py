@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -22,15 +22,15 @@ from robustlab.errors import UserError
 @dataclass
 class DataConfig:
     name: str = "fashion-mnist"
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
     batch_size: int = 128
     eval_batch_size: int = 500
     # None: augment 32x32 colour data only (random crop + flip), as the CIFAR papers do.
-    augment: Optional[bool] = None
+    augment: bool | None = None
     val_fraction: float = 0.0
     # Keep the first N training / test images (after a seeded shuffle): quick runs and tests.
-    train_limit: Optional[int] = None
-    test_limit: Optional[int] = None
+    train_limit: int | None = None
+    test_limit: int | None = None
     options: dict = field(default_factory=dict)  # extra loader kwargs (synthetic sizes, ...)
 
 
@@ -63,13 +63,13 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 15
     label_smoothing: float = 0.0
-    grad_clip: Optional[float] = None  # max global grad norm
+    grad_clip: float | None = None  # max global grad norm
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     eval_every: int = 1  # epochs
     log_every: int = 50  # steps between metrics.jsonl lines
-    threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Range checks that types alone cannot express."""
         checks = [
             (self.train.epochs >= 0, "train.epochs", self.train.epochs, "an integer >= 0"),

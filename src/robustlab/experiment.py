@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -68,7 +68,8 @@ def model_from_checkpoint(state: dict) -> Classifier:
     return model
 
 
-def make_batches(cfg: Config, ds: Dataset, dist: DistInfo = DistInfo(), device="cpu") -> TrainData:
+def make_batches(cfg: Config, ds: Dataset, dist: DistInfo | None = None, device="cpu") -> TrainData:
+    dist = dist or DistInfo()
     augment = cfg.data.augment
     if augment is None:  # the CIFAR/SVHN papers crop and flip; the 28x28 grey papers do not
         augment = ds.in_channels == 3 and ds.image_size >= 32

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -165,14 +166,15 @@ def halved(size: int, times: int) -> int:
     return size
 
 
-def _check_common(num_classes: Any, in_channels: Any, image_size: Any) -> None:
-    for key, value in zip(_COMMON, (num_classes, in_channels, image_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{key} must be a positive integer, got {value!r}")
+def _integer(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise UserError(f"{key} must be a positive integer, got {value!r}")
+    return int(value)  # numpy integers become ints, so `arch` stays JSON-serialisable
 
 
 def _check_stats(key: str, values: Any, in_channels: int) -> list[float]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    # Lists, tuples, numpy arrays and 1-d tensors all have a length; a bare number does not.
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or not _sized(values):
         raise UserError(
             f"{key} must be a list of {in_channels} numbers (one per input channel), got {values!r}"
         )
@@ -190,15 +192,37 @@ def _check_stats(key: str, values: Any, in_channels: int) -> list[float]:
     return out
 
 
-_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+def _sized(values: Any) -> bool:
+    try:
+        len(values)
+    except TypeError:  # 0-d arrays and tensors
+        return False
+    return True
+
+
+def _option(model: str, key: str, value: Any, default: Any) -> Any:
+    """`value` converted to the type of the option's default, or a UserError.
+
+    Any integer is accepted for an int option and any real number for a float one, stored as
+    int / float so `arch` compares equal however the number was written (1 or 1.0, numpy or not).
+    """
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+    else:
+        ok, kind = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise UserError(f"option {key!r} of model {model!r} must be {kind}, got {value!r}")
+    return type(default)(value)
 
 
 def _check_kwargs(name: str, factory: Callable[..., Any], kw: dict[str, Any]) -> dict[str, Any]:
     """Resolve a model's kwargs against its factory signature: unknown names and wrong types are
     UserErrors; defaults are filled in so equal architectures get equal `arch` dicts."""
-    params = {
-        p.name: p for p in inspect.signature(factory).parameters.values() if p.name not in _COMMON
-    }
+    params = {p.name: p for p in inspect.signature(factory).parameters.values() if p.name not in _COMMON}
     unknown = sorted(set(kw) - set(params))
     if unknown:
         valid = ", ".join(params) or "none"
@@ -207,18 +231,8 @@ def _check_kwargs(name: str, factory: Callable[..., Any], kw: dict[str, Any]) ->
         )
     resolved = {}
     for key, p in params.items():
-        value = kw.get(key, p.default)
-        default = p.default
-        # The default's type is the option's type (int, float, str); ints are accepted as floats
-        # and stored as floats so `arch` compares equal however the number was written.
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if default is not inspect.Parameter.empty and type(value) is not type(default):
-            raise UserError(
-                f"option {key!r} of model {name!r} must be {_KINDS.get(type(default), type(default).__name__)}, "
-                f"got {value!r}"
-            )
-        resolved[key] = value
+        # Factories give every option a default; its type is the option's type.
+        resolved[key] = _option(name, key, kw[key], p.default) if key in kw else p.default
     return resolved
 
 
@@ -239,7 +253,9 @@ def create_model(
     `create_model(**arch)` with `name=arch["name"]` rebuilds the same architecture.
     """
     factory = MODELS.get(name)
-    _check_common(num_classes, in_channels, image_size)
+    num_classes = _integer("num_classes", num_classes)
+    in_channels = _integer("in_channels", in_channels)
+    image_size = _integer("image_size", image_size)
     options = _check_kwargs(name, factory, kw)
     mean_values = _check_stats("mean", [0.0] * in_channels if mean is None else mean, in_channels)
     std_values = _check_stats("std", [1.0] * in_channels if std is None else std, in_channels)

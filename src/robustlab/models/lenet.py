@@ -43,5 +43,9 @@ class LeNet(Classifier):
             nn.ReLU(),
         )
         super().__init__(
-            body, embedding, nn.Linear(84, num_classes), in_channels=in_channels, feature_channels=16
+            body,
+            embedding,
+            nn.Linear(84, num_classes),
+            in_channels=in_channels,
+            feature_channels=16,
         )

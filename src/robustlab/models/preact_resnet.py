@@ -35,9 +35,7 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.dropout = dropout
         self.projection = (
-            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
-            if stride != 1 or c_in != c_out
-            else None
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False) if stride != 1 or c_in != c_out else None
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,8 +50,7 @@ class PreActBlock(nn.Module):
 def preact_stage(c_in: int, c_out: int, blocks: int, stride: int, dropout: float = 0.0) -> list[nn.Module]:
     """`blocks` pre-activation blocks; only the first changes shape."""
     return [
-        PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, dropout)
-        for i in range(blocks)
+        PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, dropout) for i in range(blocks)
     ]
 
 
@@ -65,9 +62,7 @@ class PreActResNet18(Classifier):
     embedding: global average pool [B, 8 width].
     """
 
-    def __init__(
-        self, num_classes: int, in_channels: int = 3, image_size: int = 32, *, width: int = 64
-    ):
+    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32, *, width: int = 64):
         require(width >= 1, f"preact_resnet18 width must be >= 1, got {width}")
         require_feature_size("preact_resnet18", image_size, lambda s: halved(s, 3))
         widths = (width, 2 * width, 4 * width, 8 * width)

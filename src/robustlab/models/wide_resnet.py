@@ -65,11 +65,13 @@ class WideResNet(Classifier):
 
 
 def _preset(depth: int, widen_factor: int):
-    def factory(
-        num_classes: int, in_channels: int, image_size: int, dropout: float = 0.0
-    ) -> WideResNet:
+    def factory(num_classes: int, in_channels: int, image_size: int, dropout: float = 0.0) -> WideResNet:
         return WideResNet(
-            num_classes, in_channels, image_size, depth=depth, widen_factor=widen_factor,
+            num_classes,
+            in_channels,
+            image_size,
+            depth=depth,
+            widen_factor=widen_factor,
             dropout=dropout,
         )
 
@@ -79,6 +81,6 @@ def _preset(depth: int, widen_factor: int):
 
 
 for _depth, _k in ((28, 10), (34, 10)):
-    MODELS.register(
-        f"wrn{_depth}_{_k}", paper=f"Zagoruyko & Komodakis 2016, WRN-{_depth}-{_k}"
-    )(_preset(_depth, _k))
+    MODELS.register(f"wrn{_depth}_{_k}", paper=f"Zagoruyko & Komodakis 2016, WRN-{_depth}-{_k}")(
+        _preset(_depth, _k)
+    )

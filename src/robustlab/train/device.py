@@ -17,7 +17,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"train.device={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+        raise UserError(
+            f"train.device={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu")
     if device.type == "cuda" and device.index is None:

@@ -16,9 +16,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -164,11 +165,12 @@ def fit(
     device: torch.device,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
-    dist: DistInfo = DistInfo(),
+    dist: DistInfo | None = None,
     log: Callable[[str], None] = print,
 ) -> Run:
     """Train `model` with `objective` for `cfg.train.epochs`; see the module docstring."""
     tc = cfg.train
+    dist = dist or DistInfo()
     run = Run(run_dir=cfg.run_dir, epochs=tc.epochs, model=model)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
@@ -224,6 +226,8 @@ def fit(
     else:
         forward_all = model.forward_all
 
+    if dist.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
     metrics = _Metrics(run.run_dir / "metrics.jsonl", dist.is_main)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     best_key = "val_acc" if "val" in data.evals else "test_acc"
