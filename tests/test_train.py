@@ -123,3 +123,37 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     untrained = build_model(init, load_data(init)).state_dict()
     assert any(not torch.equal(untrained[k], ranks[0]["model"][k]) for k in untrained)
     assert (tmp_path / "ddp" / "checkpoints" / "last.pt").is_file()  # rank 0 wrote it
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    run = train(tiny(tmp_path, "train.amp=bf16", "train.epochs=1"), log=lambda _: None)
+    assert math.isfinite(run.final["train_loss"])
+    assert run.model.classifier.weight.dtype == torch.float32  # autocast, not a cast of the weights
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        train(tiny(tmp_path, "train.amp=fp16", name="fp16"), log=lambda _: None)
+
+
+def test_sigint_in_a_real_process_saves_and_resumes(tmp_path):
+    """Ctrl-C during `robustlab train` saves the state; --resume then finishes the run."""
+    import os
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "robustlab", "train", *TINY, "train.epochs=200",
+            "train.log_every=1", f"out_dir={tmp_path}", "name=sig"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "sig" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "continue with --resume" in err
+    state = load_checkpoint(tmp_path / "sig" / "checkpoints" / "last.pt")
+    assert 3 <= state["global_step"] < 200 * 8
+    finish = subprocess.run([*args[:4], "--resume", "name=sig", f"out_dir={tmp_path}", "train.epochs=2"],
+                            capture_output=True, text=True, timeout=300, env=os.environ)
+    if state["epoch"] >= 2:  # the signal came late: nothing left to do, which is also correct
+        assert "already finished" in finish.stdout
+    assert finish.returncode == 0, finish.stderr

@@ -32,6 +32,7 @@ from robustlab.train import (
     resolve_device,
 )
 from robustlab.train.distributed import barrier
+from robustlab.train.fit import say
 
 
 def seed_everything(seed: int) -> None:
@@ -133,7 +134,7 @@ def resolve_resume_config(name: str, out_dir: str, overrides: list[str]) -> Conf
 
 
 def train(cfg: Config, *, resume: bool = False, force: bool = False,
-          log: Callable[[str], None] = print, callbacks=()) -> Run:
+          log: Callable[[str], None] = say, callbacks=()) -> Run:
     """Train the run `cfg` describes (single process or one rank under torchrun)."""
     dist = dist_from_env()
     device = resolve_device(cfg.train.device, dist.local_rank)

@@ -84,6 +84,11 @@ class Interrupted(Exception):
         self.run = run
 
 
+def say(line: str) -> None:
+    """Default log: stdout, flushed so a redirected log shows each epoch as it ends."""
+    print(line, flush=True)
+
+
 class Callback:
     """Hooks into `fit`; subclass and override what you need."""
 
@@ -166,7 +171,7 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     dist: DistInfo | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
 ) -> Run:
     """Train `model` with `objective` for `cfg.train.epochs`; see the module docstring."""
     tc = cfg.train
@@ -273,11 +278,12 @@ def fit(
                 run.batch += 1
                 run.global_step += 1
                 bar.update(1)
-                if run.global_step % tc.log_every == 0 or callbacks:
+                if run.global_step % min(tc.log_every, 10) == 0 or callbacks:
                     seen = sums["n"].item() - seen_at_start
                     rate = seen / max(1e-9, time.perf_counter() - epoch_start)
                     now = {k: v.item() for k, v in terms.items()}
-                    bar.set_postfix(loss=f"{now['loss']:.3f}", img_s=f"{rate:.0f}")
+                    acc = sums["correct"].item() / sums["n"].item() if "correct" in sums else math.nan
+                    bar.set_postfix(loss=f"{now['loss']:.3f}", acc=f"{acc:.3f}", img_s=f"{rate:.0f}")
                     if run.global_step % tc.log_every == 0:
                         metrics.write({"kind": "step", "epoch": run.epoch + 1, "step": run.global_step,
                                        "lr": scheduler.get_last_lr()[0], "images_per_s": rate, **now})
