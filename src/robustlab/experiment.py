@@ -103,6 +103,8 @@ def prepare_run_dir(cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -
     """Refuse to overwrite a run by accident; `--force` replaces it, `--resume` continues it."""
     run_dir = cfg.run_dir
     config_file = run_dir / "config.yaml"
+    # Every rank checks before any rank writes, so all see the same state and fail alike.
+    barrier(dist)
     exists = run_dir.exists() and any(run_dir.iterdir())
     if exists and resume and config_file.is_file():
         saved = read_yaml(config_file)
@@ -117,6 +119,7 @@ def prepare_run_dir(cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -
             f"run directory {run_dir} already exists; use --resume to continue it, --force to "
             "replace it, or name=OTHER for a new run"
         )
+    barrier(dist)
     if dist.is_main:
         if exists and force and not resume:
             shutil.rmtree(run_dir)
