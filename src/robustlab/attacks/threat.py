@@ -67,16 +67,15 @@ class Threat:
         n = _expand(self.norm_of(grad), grad).clamp_min(1e-12)
         return step_size * grad / n
 
-    def random_start(self, x: Tensor, noise: Tensor) -> Tensor:
-        """A uniform point of the ball, made from `noise` ~ U[0, 1) of x's shape (callers draw
-        the noise so they control its seeding)."""
+    def random_start(self, x: Tensor, noise: Tensor, radius_noise: Tensor | None = None) -> Tensor:
+        """A random point of the ball from U[0, 1) noise the caller draws (so it controls the
+        seeding): uniform in the L-inf cube; for L2 a Gaussian direction (inverse CDF of `noise`)
+        at radius eps * u^(1/d), u from `radius_noise` [B] (uniform in the ball)."""
         if self.norm == "linf":
             delta = (2 * noise - 1) * self.eps
         else:
-            # Direction from a Gaussian (inverse-CDF of the uniform noise), radius ~ eps * u^(1/d).
             gauss = torch.special.ndtri(noise.clamp(1e-6, 1 - 1e-6))
-            d = gauss[0].numel()
             direction = gauss / _expand(gauss.flatten(1).norm(dim=1).clamp_min(1e-12), gauss)
-            radius = self.eps * noise.flatten(1)[:, :1].pow(1 / d)
-            delta = direction * _expand(radius.squeeze(1), gauss)
+            u = radius_noise if radius_noise is not None else torch.ones(len(x), device=x.device)
+            delta = direction * _expand(self.eps * u.pow(1 / gauss[0].numel()), gauss)
         return self.project(x + delta, x)

@@ -1,0 +1,126 @@
+"""Projected gradient ascent and its family, built from parts (loss, target rule, random start,
+restarts, momentum) rather than subclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.attacks.base import (
+    check_inputs,
+    frozen_eval,
+    input_grad,
+    sample_seeds,
+    seeded_uniform,
+    warn_if_probabilities,
+)
+from robustlab.attacks.losses import LOSSES, is_adversarial
+from robustlab.attacks.targets import TARGETS
+from robustlab.attacks.threat import Threat
+from robustlab.errors import UserError
+
+
+@dataclass(frozen=True)
+class PGD:
+    """x_{k+1} = Proj_{B(x, eps) & [0,1]}(x_k + alpha * ascent(grad_x loss(f(x_k), y, t))).
+
+    Madry et al. (2018) with random start; FGSM (Goodfellow et al. 2015) is one step of size eps
+    from x; BIM / iter_FGSM and iter_ll (Kurakin et al. 2017) are steps of 1/255 from x; MIM
+    (Dong et al. 2018) adds momentum g = mu g + grad / ||grad||_1 and steps along sign(g).
+    With restarts, each sample keeps its best run: adversarial first, then the highest loss.
+
+    Args:
+        threat: the ball (norm, eps) inside [0, 1].
+        steps: iterations; step_size: alpha (None: 2.5 eps / steps, Madry et al.).
+        loss: "ce", "cw" (margin with `kappa`) or "dlr".
+        target: None (untargeted, or targets passed to the call) or a rule of
+            `robustlab.attacks.targets.TARGETS`; `retarget` re-applies it at every step
+            (the Cascade paper's iter_ll) instead of once on the clean input.
+        momentum: MIM decay mu (0: plain PGD).
+        seed: random start and random targets are drawn per sample from (seed, its content).
+    """
+
+    threat: Threat = Threat()
+    steps: int = 10
+    step_size: float | None = None
+    loss: str = "ce"
+    kappa: float = 0.0
+    target: str | None = None
+    retarget: bool = False
+    random_start: bool = True
+    restarts: int = 1
+    momentum: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.steps, int) and self.steps >= 1, "steps", self.steps, "an integer >= 1"),
+            (isinstance(self.restarts, int) and self.restarts >= 1, "restarts", self.restarts,
+             "an integer >= 1"),
+            (self.step_size is None or self.step_size > 0, "step_size", self.step_size, "> 0"),
+            (self.momentum >= 0, "momentum", self.momentum, ">= 0"),
+            (self.loss in LOSSES, "loss", self.loss, f"one of {', '.join(LOSSES)}"),
+            (self.target is None or self.target in TARGETS, "target", self.target,
+             f"null or one of {', '.join(TARGETS)}"),
+        ]
+        for ok, key, value, expected in checks:
+            if not ok:
+                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+
+    @property
+    def alpha(self) -> float:
+        return self.step_size if self.step_size is not None else 2.5 * self.threat.eps / self.steps
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+        check_inputs(x, y, target)
+        loss_fn = LOSSES[self.loss](**({"kappa": self.kappa} if self.loss == "cw" else {}))
+        rule = TARGETS[self.target] if self.target and target is None else None
+        seeds = sample_seeds(x, self.seed, "target") if self.target == "random" else ()
+        x = x.detach()
+        # enable_grad: callers often evaluate under no_grad; the attack still needs input grads.
+        with frozen_eval(model), torch.enable_grad():
+            if rule is not None or self.restarts > 1:
+                with torch.no_grad():
+                    clean_logits = model(x)
+                warn_if_probabilities(clean_logits)
+                if rule is not None:
+                    target = rule(clean_logits, y, seeds)
+            best, best_loss, best_hit = x.clone(), None, None
+            for restart in range(self.restarts):
+                x_adv, t = self._run(model, x, y, target, rule, seeds, loss_fn, restart)
+                if self.restarts == 1:
+                    return x_adv
+                with torch.no_grad():
+                    logits = model(x_adv)
+                    value, hit = loss_fn(logits, y, t), is_adversarial(logits, y, t)
+                if best_loss is None:
+                    best, best_loss, best_hit = x_adv, value, hit
+                    continue
+                better = (hit & ~best_hit) | ((hit == best_hit) & (value > best_loss))
+                best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
+                best_loss = torch.where(better, value, best_loss)
+                best_hit = best_hit | hit
+            return best
+
+    def _run(self, model, x, y, target, rule, seeds, loss_fn, restart):
+        """One restart: the final iterate and the target it ended with."""
+        if self.random_start:
+            radius = seeded_uniform(x, self.seed, "radius", restart).flatten(1)[:, 0]
+            x_adv = self.threat.random_start(x, seeded_uniform(x, self.seed, "start", restart), radius)
+        else:
+            x_adv = x.clone()
+        g = torch.zeros_like(x) if self.momentum else None
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            logits = model(x_adv)
+            if self.retarget and rule is not None:
+                target = rule(logits.detach(), y, seeds)
+            grad = input_grad(loss_fn(logits, y, target), x_adv)
+            if g is not None:
+                l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+                g = self.momentum * g + grad / l1
+                grad = g
+            x_adv = self.threat.project(x_adv.detach() + self.threat.ascent(grad, self.alpha), x)
+        return x_adv.detach(), target

@@ -1,0 +1,63 @@
+"""The attacks by the names the papers use, as presets of the parts (see `ATTACKS.info`)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from robustlab.attacks.pgd import PGD
+from robustlab.attacks.threat import Threat
+from robustlab.errors import UserError
+from robustlab.registry import Registry
+
+ATTACKS: Registry = Registry("attack")
+
+
+def kurakin_steps(eps: float) -> int:
+    """min(eps + 4, 1.25 eps) iterations with eps in 0-255 units (Kurakin et al. 2017; the
+    Cascade paper Sec. 2), at least one."""
+    e = eps * 255
+    return max(1, int(min(e + 4, 1.25 * e)))
+
+
+def _register(name: str, paper: str, step_rule: Callable[[float, int], float] | None = None,
+              steps_rule: Callable[[float], int] | None = None, **defaults: Any) -> None:
+    def factory(eps: float | None = None, norm: str = "linf", **params: Any) -> PGD:
+        if eps is None:
+            raise UserError(f"attack {name!r} needs eps (e.g. eps=0.1 for Fashion-MNIST, 8/255 for CIFAR)")
+        unknown = set(params) - set(PGD.__dataclass_fields__) - {"threat"}
+        if unknown or "threat" in params:
+            valid = sorted(set(PGD.__dataclass_fields__) - {"threat"} | {"eps", "norm"})
+            raise UserError(f"unknown parameter(s) {', '.join(sorted(unknown or {'threat'}))} for attack "
+                            f"{name!r}; valid: {', '.join(valid)}")
+        merged = {**defaults, **params}
+        if steps_rule is not None and "steps" not in params:
+            merged["steps"] = steps_rule(eps)
+        if step_rule is not None and "step_size" not in params:
+            merged["step_size"] = step_rule(eps, merged.get("steps", 1))
+        return PGD(threat=Threat(norm, eps), **merged)
+
+    factory.__doc__ = paper
+    ATTACKS.register(name, paper=paper, defaults=defaults, norms=("linf", "l2"), bounded=True)(factory)
+
+
+ONE_STEP = dict(steps=1, random_start=False)
+_register("fgsm", "FGSM, Goodfellow et al. 2015: one step of size eps along sign(grad CE)",
+          step_rule=lambda eps, k: eps, **ONE_STEP)
+_register("step_fgsm", "step_FGSM, the Cascade paper's name for FGSM (Na et al. 2018, Sec. 2)",
+          step_rule=lambda eps, k: eps, **ONE_STEP)
+_register("step_ll", "step_ll, Kurakin et al. 2017: one step of size eps towards the least-likely class",
+          step_rule=lambda eps, k: eps, target="least_likely", **ONE_STEP)
+for _name in ("bim", "iter_fgsm"):
+    _register(_name, "BIM / iter_FGSM, Kurakin et al. 2017: alpha 1/255, min(eps+4, 1.25 eps) steps "
+              "(eps in 0-255 units) from x", step_rule=lambda eps, k: 1 / 255,
+              steps_rule=kurakin_steps, random_start=False)
+_register("iter_ll", "iter_ll, Kurakin et al. 2017: iterated step_ll, alpha 1/255, min(eps+4, 1.25 eps) "
+          "steps; the target is re-chosen every step as in the Cascade paper (Sec. 5)",
+          step_rule=lambda eps, k: 1 / 255, steps_rule=kurakin_steps, random_start=False,
+          target="least_likely", retarget=True)
+_register("pgd", "PGD, Madry et al. 2018: random start, 20 steps of 2.5 eps / steps on CE",
+          steps=20, random_start=True)
+_register("cw_inf", "CW-k in AGKD-BML Table 1: PGD on the Carlini-Wagner margin (kappa 0)",
+          steps=20, random_start=True, loss="cw")
+_register("mim", "MIM, Dong et al. 2018: momentum mu 1.0, 10 steps of eps / steps, no random start",
+          step_rule=lambda eps, k: eps / k, steps=10, momentum=1.0, random_start=False)
