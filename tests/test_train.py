@@ -1,6 +1,5 @@
 import json
 import math
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,16 +98,11 @@ def test_lr_schedules_hand_values():
     assert onecycle(0) < onecycle(29) == 1.0 > onecycle(60) > onecycle(99)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     script = Path(__file__).with_name("ddp_train.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), str(tmp_path),
+    # --standalone: torchrun picks a free port itself (no race with other processes).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path),
            *TINY, f"out_dir={tmp_path}", "name=ddp", "train.device=cpu"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})

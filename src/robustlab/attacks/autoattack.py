@@ -1,0 +1,195 @@
+"""AutoAttack (Croce & Hein, ICML 2020) through the authors' reference code (PyPI `pyautoattack`,
+imported as `pyautoattack`), behind robustlab's attack interface.
+
+Registered names (all untargeted, L-inf and L2, fixed reference hyperparameters):
+
+- `autoattack`: the standard version: APGD-CE (100 steps), APGD-T (DLR loss, 9 targets x 100
+  steps), FAB-T (9 targets x 100 steps) and Square (5,000 queries). Each attack runs only on the
+  points that are still robust, so its cost depends on the model: seconds on a standard-trained
+  model (APGD-CE breaks nearly everything), far more on a robust one. `version` also takes
+  "plus" and "rand" (randomized defenses, EOT), and "custom" with `attacks` (a subset of
+  `REFERENCE_ATTACKS`, run with the standard version's settings).
+- `apgd_ce`, `apgd_t`: the standard version's APGD-CE, resp. APGD-T, alone: cheaper, and the
+  gradient-based part that breaks most points.
+
+What the wrapper adds to the reference: the model runs under `frozen_eval` (caller's modes and
+`requires_grad` restored, parameter `.grad` untouched); the global RNG (which the reference
+reseeds) and the trace function (which its dynamic-defense check resets, e.g. coverage's) are
+restored; the reference's checks (randomized or dynamic defense, zero gradients, outputs that look
+like probabilities, Square stronger than the gradient attacks) become `UserWarning`s.
+
+Points the model already misclassifies are not attacked by the reference (they are non-robust
+as they are). With `push_misclassified` (default) they are moved by one reference APGD-CE run in
+best-loss mode, and the result is kept only where the model still misclassifies it: robust
+accuracy is exactly the reference's, and every returned example is a high-loss point of the
+ball (stronger for transfer and saved sets) rather than the clean image. False gives the
+reference output unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.attacks.base import check_inputs, frozen_eval
+from robustlab.attacks.presets import ATTACKS
+from robustlab.attacks.threat import Threat
+from robustlab.errors import UserError
+
+REFERENCE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+VERSIONS = ("standard", "plus", "rand", "custom")
+_NORMS = {"linf": "Linf", "l2": "L2"}
+
+
+def _reference() -> Any:
+    try:
+        import pyautoattack
+    except ImportError:
+        raise UserError("AutoAttack runs the authors' reference code: pip install pyautoattack") from None
+    return pyautoattack
+
+
+class _WarningLogger:
+    """Stands in for the reference's `logging` logger: its checks become Python warnings (seen,
+    filterable, and errors under `-W error`); its progress messages are dropped."""
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    info = debug
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(f"AutoAttack check: {msg % args if args else msg}", UserWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def _keep_tracer() -> Iterator[None]:
+    """The reference's dynamic-defense check ends with `sys.settrace(None)`; give back ours."""
+    tracer = sys.gettrace()
+    try:
+        yield
+    finally:
+        sys.settrace(tracer)
+
+
+@dataclass(frozen=True)
+class AutoAttack:
+    """Croce & Hein (2020): per-sample worst case over a fixed ensemble of parameter-free attacks.
+
+    Args:
+        threat: the ball (norm "linf" or "l2", eps) inside [0, 1].
+        version: "standard" (APGD-CE, APGD-T, FAB-T, Square), "plus", "rand", or "custom".
+        attacks: with "custom", the reference attacks to run, in order (`REFERENCE_ATTACKS`).
+        seed: the reference's seed for every attack (results are deterministic for a seed and a
+            batch; unlike PGD's per-sample seeds, they depend on the batch composition).
+        batch_size: the reference's batch size (None: the whole batch at once).
+        push_misclassified: move points misclassified from the start to a high-loss point that
+            stays misclassified (see the module docstring); False: return them unchanged.
+    """
+
+    threat: Threat = Threat()
+    version: str = "standard"
+    attacks: tuple[str, ...] = ()
+    seed: int = 0
+    batch_size: int | None = None
+    push_misclassified: bool = True
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise UserError(f"version={self.version!r} is out of range: expected one of "
+                            f"{', '.join(VERSIONS)}")
+        if not isinstance(self.attacks, tuple):
+            object.__setattr__(self, "attacks", tuple(self.attacks))
+        unknown = [a for a in self.attacks if a not in REFERENCE_ATTACKS]
+        if unknown:
+            raise UserError(f"attacks {unknown} are not AutoAttack's: choose from "
+                            f"{', '.join(REFERENCE_ATTACKS)}")
+        if (self.version == "custom") != bool(self.attacks):
+            raise UserError("attacks=[...] goes with version='custom' (and only with it); "
+                            f"got version={self.version!r}, attacks={list(self.attacks)}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise UserError(f"seed={self.seed!r} is out of range: expected an integer")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise UserError(f"batch_size={self.batch_size!r} is out of range: "
+                            "expected null or an integer >= 1")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+        check_inputs(x, y, target)
+        if target is not None:
+            raise UserError("AutoAttack is untargeted (APGD-T and FAB-T choose their own targets); "
+                            "for given targets use pgd with target=...")
+        x, y = x.detach(), y.detach()
+        if len(x) == 0:
+            return x.clone()
+        ref = _reference()
+        cuda = [x.device] if x.device.type == "cuda" else []
+        with frozen_eval(model), torch.random.fork_rng(devices=cuda), _keep_tracer():
+            with torch.no_grad():
+                logits = model(x)
+            aa = self._build(ref, model, x.device, logits.shape[1])
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))
+            if self.push_misclassified:
+                self._push(ref, model, x, y, x_adv, logits.argmax(1) != y)
+        return x_adv.detach()
+
+    def _build(self, ref: Any, model: nn.Module, device: torch.device, num_classes: int) -> Any:
+        version = "standard" if self.version == "custom" else self.version
+        aa = ref.AutoAttack(model, norm=_NORMS[self.threat.norm], eps=self.threat.eps, seed=self.seed,
+                            version=version, device=device)
+        if self.version == "custom":  # the standard version's settings, a subset of its attacks
+            aa.attacks_to_run, aa.version = list(self.attacks), "custom"
+        aa.verbose = False
+        aa.logger = aa.apgd.logger = aa.apgd_targeted.logger = _WarningLogger()
+        # 9 target classes assume 10 or more classes; the reference indexes past the end otherwise.
+        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, num_classes - 1)
+        aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
+        return aa
+
+    def _push(self, ref: Any, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, wrong: Tensor) -> None:
+        """Misclassified-from-the-start points -> the reference APGD-CE's highest-loss iterate,
+        where it is still misclassified (in place on x_adv)."""
+        idx = wrong.nonzero().flatten()
+        if len(idx) == 0:
+            return
+        apgd = ref.autopgd_base.APGDAttack(
+            model, n_iter=100, norm=_NORMS[self.threat.norm], n_restarts=1, eps=self.threat.eps,
+            seed=self.seed, loss="ce", rho=0.75, device=x.device, logger=_WarningLogger())
+        torch.manual_seed(self.seed)  # the reference seeds only its adversarial-first mode
+        pushed = apgd.perturb(x[idx], y[idx], best_loss=True)
+        with torch.no_grad():
+            keep = model(pushed).argmax(1) != y[idx]
+        x_adv[idx[keep]] = pushed[keep].to(x_adv.dtype)
+
+
+def _register(name: str, paper: str, fixed: dict[str, Any]) -> None:
+    settable = {f.name for f in fields(AutoAttack)} - {"threat"} - set(fixed)
+
+    def factory(eps: float | None = None, norm: str = "linf", **params: Any) -> AutoAttack:
+        if eps is None:
+            raise UserError(f"attack {name!r} needs eps (e.g. eps=0.1 for Fashion-MNIST, 8/255 for CIFAR)")
+        unknown = set(params) - settable
+        if unknown:
+            raise UserError(f"unknown parameter(s) {', '.join(sorted(unknown))} for attack {name!r}; "
+                            f"valid: {', '.join(sorted(settable | {'eps', 'norm'}))}")
+        return AutoAttack(threat=Threat(norm, eps), **fixed, **params)
+
+    factory.__doc__ = paper
+    ATTACKS.register(name, paper=paper, defaults={**fixed, "seed": 0, "push_misclassified": True},
+                     norms=("linf", "l2"), bounded=True)(factory)
+
+
+_register("autoattack", "AutoAttack, Croce & Hein 2020 (ICML), standard version: APGD-CE, APGD-T, "
+          "FAB-T, Square; the authors' reference code (pyautoattack)", {})
+_register("apgd_ce", "APGD-CE, Croce & Hein 2020, Algorithm 1 on cross-entropy: 100 steps, momentum "
+          "0.75, step halving at checkpoints; AutoAttack standard's first attack (reference code)",
+          {"version": "custom", "attacks": ("apgd-ce",)})
+_register("apgd_t", "APGD-T, Croce & Hein 2020: APGD on the targeted DLR loss, 9 target classes x 100 "
+          "steps; AutoAttack standard's second attack (reference code)",
+          {"version": "custom", "attacks": ("apgd-t",)})

@@ -1,0 +1,62 @@
+"""File helpers every layer may use: atomic writes and loads that never run pickled code.
+
+`atomic_torch_save` writes to a temporary file in the target's directory, fsyncs it, and
+renames it over the target, so a crash mid-write never leaves a half-written file in place.
+`plain_torch_load` reads with `torch.load(weights_only=True)` (tensors and built-in values only,
+so a crafted file cannot execute code) and turns every bad file into a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustlab.errors import UserError
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save(obj)` to `path` atomically (temp file + fsync + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def plain_torch_load(path: str | Path, what: str, hint: str,
+                     map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`; a missing, non-plain (pickled code), corrupt or
+    truncated file is a `UserError` that names `what` the file should be and `hint`s the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise UserError(
+            f"refusing to load {path}: it is not a plain-tensor {what} ({first}); "
+            "only files written by robustlab can be loaded"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UserError(f"{what} {path} is corrupt or truncated ({type(exc).__name__}); {hint}") from None
