@@ -1,5 +1,6 @@
 """Attacks against a small standard-trained Fashion-MNIST model (issue 3's sanity checks)."""
 
+import pytest
 import torch
 
 from robustlab.attacks import ATTACKS, PGD, TARGETS, Threat
@@ -57,3 +58,32 @@ def test_cascade_iter_ll_retargets_every_step(trained_fmnist):
         wrong[retarget] = (pred != y).float().mean().item()
     assert wrong[False] >= 0.95
     assert wrong[True] < wrong[False]
+
+
+def test_worst_case_runs_each_attack_on_still_robust_points(trained_fmnist):
+    from robustlab.attacks import worst_case
+
+    model, x, y = trained_fmnist
+    x, y = x[:200], y[:200]
+    calls = []
+
+    def counting(attack):
+        def run(m, xs, ys, target=None):
+            calls.append(len(ys))
+            return attack(m, xs, ys)
+        return run
+
+    fgsm, pgd = ATTACKS.build("fgsm", eps=0.05), ATTACKS.build("pgd", eps=0.05, steps=10)
+    result = worst_case(model, x, y, {"fgsm": counting(fgsm), "pgd": counting(pgd)})
+    with torch.no_grad():
+        clean_ok = model(x).argmax(1) == y
+        fgsm_ok = model(fgsm(model, x, y)).argmax(1) == y
+    assert calls[0] == int(clean_ok.sum())  # FGSM saw only the clean-correct points
+    assert calls[1] == int((clean_ok & fgsm_ok).sum())  # PGD only what FGSM left
+    assert result.robust_after["pgd"] <= result.robust_after["fgsm"] < clean_ok.float().mean()
+    assert result.broken_by.count("clean") == int((~clean_ok).sum())
+    assert result.broken_by.count("fgsm") == int((clean_ok & ~fgsm_ok).sum())
+    broken = torch.tensor([b not in ("", "clean") for b in result.broken_by])
+    with torch.no_grad():
+        assert (model(result.x_adv[broken]).argmax(1) != y[broken]).all()
+    assert result.accuracy == pytest.approx(result.robust_after["pgd"])

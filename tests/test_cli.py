@@ -121,3 +121,36 @@ def test_eval_bad_inputs(tmp_path, capsys):
     assert run_cli(capsys, "train", *TINY, f"out_dir={tmp_path}", "name=r")[0] == 0
     code, _, err = run_cli(capsys, "eval", str(tmp_path / "r"), "--batch-size", "0")
     assert code == 2 and "--batch-size=0" in one_error_line(err)
+
+
+def test_attack_command_reports_and_saves(tmp_path, capsys):
+    assert run_cli(capsys, "train", *TINY, f"out_dir={tmp_path}", "name=r")[0] == 0
+    saved = tmp_path / "adv.pt"
+    code, out, _ = run_cli(capsys, "attack", str(tmp_path / "r"), "--attack", "pgd", "steps=5",
+                           "eps=8/255", "--limit", "32", "--save", str(saved), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["params"] == {"eps": 8 / 255, "steps": 5} and result["images"] == 32
+    assert result["robust_accuracy"] <= result["clean_accuracy"]
+    assert result["linf_max"] <= 8 / 255 + 1e-6
+    from robustlab.attacks import load_adversarial_set
+    x_adv, y, meta = load_adversarial_set(saved)
+    assert x_adv.shape == (32, 1, 28, 28) and len(y) == 32
+    assert meta["attack"] == "pgd" and meta["params"]["steps"] == 5
+    code, out, _ = run_cli(capsys, "attacks")
+    assert code == 0 and {"fgsm", "pgd", "step_ll", "iter_ll", "mim", "cw_inf"} <= {
+        line.split()[0] for line in out.splitlines()}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--attack", "pgd", "eps=3"], "eps=3 is larger than the [0, 1] input range"),
+    (["--attack", "pgd", "eps=-0.1"], "eps=-0.1 is out of range"),
+    (["--attack", "pgd", "stepz=3"], "unknown parameter(s) stepz"),
+    (["--attack", "nope"], "unknown attack 'nope'"),
+    (["--limit", "0"], "--limit=0 is out of range"),
+    (["--attack", "pgd", "eps"], "must look like key=value"),
+])
+def test_attack_bad_input(tmp_path, capsys, args, expected):
+    assert run_cli(capsys, "train", *TINY, f"out_dir={tmp_path}", "name=r")[0] == 0
+    code, _, err = run_cli(capsys, "attack", str(tmp_path / "r"), *args)
+    assert code == 2 and expected in one_error_line(err)

@@ -55,6 +55,55 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attack_params(pairs: list[str]) -> dict:
+    """`eps=8/255 steps=20 target=least_likely` -> a dict (YAML values; a/b fractions allowed)."""
+    import re
+
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"attack parameter {pair!r} must look like key=value (e.g. eps=0.1)")
+        fraction = re.fullmatch(r"\s*([0-9.]+)\s*/\s*([0-9.]+)\s*", raw)
+        params[key] = float(fraction[1]) / float(fraction[2]) if fraction else yaml.safe_load(raw)
+    return params
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from robustlab.experiment import attack_run
+
+    result = attack_run(args.run, args.attack, _attack_params(args.params), which=args.checkpoint,
+                        split=args.split, limit=args.limit, batch_size=args.batch_size,
+                        data_dir=args.data_dir, device=args.device, save=args.save)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['attack']} {result['params']} on {result['images']} {result['dataset']} "
+          f"{result['split']} images of {result['run']}:")
+    print(f"  clean accuracy   {result['clean_accuracy']:.4f}")
+    print(f"  robust accuracy  {result['robust_accuracy']:.4f}")
+    print(f"  success rate     {result['success_rate']:.4f} (of the clean-correct images)")
+    print(f"  L-inf mean / max {result['linf_mean']:.4f} / {result['linf_max']:.4f}")
+    print(f"  L2 mean / max    {result['l2_mean']:.4f} / {result['l2_max']:.4f}")
+    print(f"  time             {result['seconds']:.1f} s")
+    if "saved" in result:
+        print(f"  saved to         {result['saved']}")
+    return 0
+
+
+def _attacks(args: argparse.Namespace) -> int:
+    from robustlab.attacks import ATTACKS
+
+    for name in ATTACKS.names():
+        info = ATTACKS.info[name]
+        defaults = ", ".join(f"{k}={v}" for k, v in info.get("defaults", {}).items())
+        print(f"{name:<12} [{'/'.join(info.get('norms', ()))}] {info.get('paper', '')}"
+              + (f" (defaults: {defaults})" if defaults else ""))
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from robustlab.data import dataset_status
 
@@ -102,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=_eval)
 
+    p = sub.add_parser("attack", help="attack a run or checkpoint on its data set")
+    p.add_argument("run", help="run directory (runs/NAME) or checkpoint file")
+    p.add_argument("--attack", "-a", default="pgd", help="attack name (robustlab attacks lists them)")
+    p.add_argument("params", nargs="*", metavar="KEY=VALUE",
+                   help="attack parameters, e.g. eps=0.1 steps=20 (eps defaults per data set)")
+    p.add_argument("--split", default="test", help="test (default) or train")
+    p.add_argument("--limit", type=int, help="attack only this many images (a seeded random subset)")
+    p.add_argument("--save", help="write the adversarial set (images, labels, metadata) to this file")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    p.add_argument("--data-dir")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(func=_attack)
+    p = sub.add_parser("attacks", help="list the attacks with their papers and defaults")
+    p.set_defaults(func=_attacks)
+
     p = sub.add_parser("datasets", help="which datasets are available here, and where")
     p.set_defaults(func=_datasets)
     p = sub.add_parser("models", help="list the registered model architectures")
@@ -111,7 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE pairs may also follow options (RUN --attack pgd eps=0.1): argparse leaves those
+    # over, and they join the command's own pairs; anything else left over is an error.
+    args, extra = parser.parse_known_args(argv)
+    pairs = "overrides" if args.command == "train" else "params" if args.command == "attack" else None
+    if extra and (pairs is None or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, pairs).extend(extra)
     if args.command is None:
         parser.print_help()
         return 2

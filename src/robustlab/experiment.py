@@ -196,3 +196,44 @@ def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | Non
     acc = accuracy(model, batches, dev)
     return {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
             "model": cfg.model.name, "test_images": len(ds.test), "clean_accuracy": acc}
+
+
+# Default L-inf budgets per data set (AGKD-BML / ATAT / AAD settings; Fashion-MNIST: 0.1).
+DEFAULT_EPS = {"fashion-mnist": 0.1, "mnist": 0.3, "cifar10": 8 / 255, "cifar100": 8 / 255,
+               "svhn": 8 / 255, "digits": 0.1, "synthetic": 0.1}
+
+
+def attack_run(path: str | Path, attack_name: str, params: dict, *, which: str = "last",
+               split: str = "test", limit: int | None = None, batch_size: int | None = None,
+               data_dir: str | None = None, device: str = "auto", save: str | None = None) -> dict:
+    """Attack a saved model on a split of its data set; optionally save the adversarial set."""
+    from robustlab.attacks import ATTACKS, save_adversarial_set
+    from robustlab.eval import attack_batches
+
+    if split not in ("test", "train"):
+        raise UserError(f"--split={split!r} is not a split: use test or train")
+    if limit is not None and limit <= 0:
+        raise UserError(f"--limit={limit} is out of range: expected > 0")
+    if batch_size is not None and batch_size <= 0:
+        raise UserError(f"--batch-size={batch_size} is out of range: expected > 0")
+    loaded = load_run(path, which, data_dir)
+    cfg = loaded.cfg
+    cfg.data.test_limit = cfg.data.train_limit = None
+    ds = load_data(cfg)
+    data = _first(ds.test if split == "test" else ds.train, limit, cfg.seed + 2)
+    params = {"eps": DEFAULT_EPS.get(ds.name, 0.1), **params}
+    attack = ATTACKS.build(attack_name, **params)
+    dev = resolve_device(device)
+    model = loaded.model.to(dev)
+    batches = Batches(data, batch_size or cfg.data.eval_batch_size, shuffle=False, device=dev)
+    result = attack_batches(model, batches, attack, device=dev, keep=save is not None)
+    summary = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
+               "split": split, "attack": attack_name, "params": params, **result.summary()}
+    if save:
+        save_adversarial_set(save, torch.cat(result.x_adv), torch.cat(result.labels), {
+            "attack": attack_name, "eps": params["eps"], "norm": params.get("norm", "linf"),
+            "params": params, "source_checkpoint": str(loaded.checkpoint),
+            "source_arch": loaded.state["arch"], "dataset": ds.name, "split": split,
+            "seed": params.get("seed", 0)})
+        summary["saved"] = str(save)
+    return summary

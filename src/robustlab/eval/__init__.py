@@ -1,0 +1,5 @@
+"""Evaluation: attacks over data sets, tables of robust accuracy."""
+
+from robustlab.eval.attack_run import AttackResult, attack_batches
+
+__all__ = ["AttackResult", "attack_batches"]
