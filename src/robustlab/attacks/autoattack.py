@@ -32,14 +32,14 @@ import contextlib
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import check_inputs, frozen_eval
-from robustlab.attacks.presets import ATTACKS
+from robustlab.attacks.build import register_bounded
 from robustlab.attacks.threat import Threat
 from robustlab.errors import UserError
 
@@ -168,28 +168,13 @@ class AutoAttack:
         x_adv[idx[keep]] = pushed[keep].to(x_adv.dtype)
 
 
-def _register(name: str, paper: str, fixed: dict[str, Any]) -> None:
-    settable = {f.name for f in fields(AutoAttack)} - {"threat"} - set(fixed)
-
-    def factory(eps: float | None = None, norm: str = "linf", **params: Any) -> AutoAttack:
-        if eps is None:
-            raise UserError(f"attack {name!r} needs eps (e.g. eps=0.1 for Fashion-MNIST, 8/255 for CIFAR)")
-        unknown = set(params) - settable
-        if unknown:
-            raise UserError(f"unknown parameter(s) {', '.join(sorted(unknown))} for attack {name!r}; "
-                            f"valid: {', '.join(sorted(settable | {'eps', 'norm'}))}")
-        return AutoAttack(threat=Threat(norm, eps), **fixed, **params)
-
-    factory.__doc__ = paper
-    ATTACKS.register(name, paper=paper, defaults={**fixed, "seed": 0, "push_misclassified": True},
-                     norms=("linf", "l2"), bounded=True)(factory)
-
-
-_register("autoattack", "AutoAttack, Croce & Hein 2020 (ICML), standard version: APGD-CE, APGD-T, "
-          "FAB-T, Square; the authors' reference code (pyautoattack)", {})
-_register("apgd_ce", "APGD-CE, Croce & Hein 2020, Algorithm 1 on cross-entropy: 100 steps, momentum "
-          "0.75, step halving at checkpoints; AutoAttack standard's first attack (reference code)",
-          {"version": "custom", "attacks": ("apgd-ce",)})
-_register("apgd_t", "APGD-T, Croce & Hein 2020: APGD on the targeted DLR loss, 9 target classes x 100 "
-          "steps; AutoAttack standard's second attack (reference code)",
-          {"version": "custom", "attacks": ("apgd-t",)})
+_NORMS_BOTH = ("linf", "l2")
+register_bounded("autoattack", AutoAttack, norms=_NORMS_BOTH, paper=(
+    "AutoAttack, Croce & Hein 2020 (ICML), standard version: APGD-CE, APGD-T, FAB-T, Square; "
+    "the authors' reference code (pyautoattack)"))
+register_bounded("apgd_ce", AutoAttack, norms=_NORMS_BOTH, version="custom", attacks=("apgd-ce",), paper=(
+    "APGD-CE, Croce & Hein 2020, Algorithm 1 on cross-entropy: 100 steps, momentum 0.75, step "
+    "halving at checkpoints; AutoAttack standard's first attack (reference code)"))
+register_bounded("apgd_t", AutoAttack, norms=_NORMS_BOTH, version="custom", attacks=("apgd-t",), paper=(
+    "APGD-T, Croce & Hein 2020: APGD on the targeted DLR loss, 9 target classes x 100 steps; "
+    "AutoAttack standard's second attack (reference code)"))

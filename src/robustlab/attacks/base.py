@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn

@@ -6,8 +6,9 @@ value and the valid choices in its `UserError`, like the PGD presets do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
 from robustlab.attacks.presets import ATTACKS
 from robustlab.attacks.threat import Threat

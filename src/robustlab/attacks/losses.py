@@ -5,10 +5,9 @@ Untargeted losses push away from y; targeted ones (target given) pull towards th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -85,7 +85,8 @@ class SPSA:
                 if not len(active):
                     break
                 ts = target[active] if target is not None else None
-                g = self.gradient(model, loss_fn, x_adv[active], y[active], ts, [gens[i] for i in active])
+                own = [gens[i] for i in active.tolist()]
+                g = self.gradient(model, loss_fn, x_adv[active], y[active], ts, own)
                 m[active] = _BETAS[0] * m[active] + (1 - _BETAS[0]) * g
                 v[active] = _BETAS[1] * v[active] + (1 - _BETAS[1]) * g * g
                 step = self.lr * (m[active] / (1 - _BETAS[0] ** t)) / (

@@ -42,7 +42,7 @@ def _rect_bump(a: int, b: int) -> Tensor:
     d = torch.zeros(a, b)
     r, c = a // 2, b // 2
     for k in range(max(a // 2 + 1, b // 2 + 1)):
-        d[max(r - k, 0):min(r - k + 2 * k + 1, a), max(c - k, 0):min(c - k + 2 * k + 1, b)] += 1 / (k + 1) ** 2
+        d[max(r - k, 0):min(r + k + 1, a), max(c - k, 0):min(c + k + 1, b)] += 1 / (k + 1) ** 2
     return d / d.norm().clamp_min(1e-12)
 
 
@@ -68,7 +68,7 @@ def _get(t: Tensor, idx: Tensor) -> Tensor:
 def _put(t: Tensor, idx: Tensor, v: Tensor) -> Tensor:
     """A copy of t with each sample's window replaced by v [A, C, s*s] (or broadcastable)."""
     idx = idx[:, None].expand(-1, t.shape[1], -1)
-    return t.flatten(2).scatter(2, idx, v.expand(idx.shape).to(t.dtype)).view_as(t)
+    return t.flatten(2).scatter(2, idx, v.to(t.device, t.dtype).expand(idx.shape)).view_as(t)
 
 
 def _uniforms(gens: list[torch.Generator], rows: Tensor, k: int, like: Tensor) -> Tensor:
@@ -198,7 +198,8 @@ class Square:
         for k, (i, j) in enumerate(corners):
             flip = (u[:, k, 0] < 0.5).view(b, 1, 1, 1)
             block = torch.where(flip, shape.T, shape).expand(b, c, s, s)
-            delta[:, :, i:i + s, j:j + s] += block * torch.where(u[:, k, 1:] < 0.5, -1.0, 1.0)[:, :, None, None]
+            signs = torch.where(u[:, k, 1:] < 0.5, -1.0, 1.0)[:, :, None, None]
+            delta[:, :, i:i + s, j:j + s] += block * signs
         norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(b, 1, 1, 1)
         return (x + delta / norm * self.threat.eps).clamp(0, 1)
 

@@ -3,8 +3,8 @@ runs only on the points every earlier attack left correctly classified."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import Tensor, nn
