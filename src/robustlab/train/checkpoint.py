@@ -8,10 +8,6 @@ half-written latest checkpoint.
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,46 +16,22 @@ from torch import nn
 
 from robustlab import __version__
 from robustlab.errors import UserError
+from robustlab.io import atomic_torch_save, plain_torch_load
 
 FORMAT = "robustlab-checkpoint/1"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Atomically write `state` (plus format and version stamps) to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": __version__, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save({"format": FORMAT, "version": __version__, **state}, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`; any other file is a `UserError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise UserError(
-            f"refusing to load {path}: it is not a plain-weights checkpoint ({first}); "
-            "only files written by robustlab can be loaded"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(
-            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); "
-            "use another checkpoint (e.g. best.pt or an earlier epoch) or retrain"
-        ) from None
+    state = plain_torch_load(
+        path, "checkpoint", "use another checkpoint (e.g. best.pt or an earlier epoch) or retrain",
+        map_location=map_location,
+    )
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a robustlab checkpoint (format {FORMAT} expected)")
     return state
