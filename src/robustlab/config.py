@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from robustlab.errors import UserError
+from robustlab.errors import UserError, check_ranges
 
 
 @dataclass
@@ -126,9 +126,7 @@ class Config:
             (self.train.threads is None or self.train.threads > 0, "train.threads",
              self.train.threads, "> 0 or null"),
         ]
-        for ok, key, value, expected in checks:
-            if not ok:
-                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+        check_ranges(checks)
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise UserError(f"name={self.name!r} is not a valid run name: use letters, digits, _ or -")
         return self

@@ -25,7 +25,7 @@ from robustlab.attacks.losses import cw_margin, is_adversarial
 from robustlab.attacks.presets import ATTACKS
 from robustlab.attacks.targets import TARGETS
 from robustlab.attacks.threat import Threat
-from robustlab.errors import UserError
+from robustlab.errors import UserError, check_ranges
 
 _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # Adam (Kingma & Ba 2015) defaults, as in CW's code
 _ATANH_SCALE = 1 - 1e-6  # keeps atanh finite at pixels 0 and 1 (CW's reference code: 0.999999)
@@ -91,9 +91,7 @@ class CWL2:
             (self.eps is None or (isinstance(self.eps, (int, float)) and self.eps >= 0), "eps",
              self.eps, "null (unbounded) or a number >= 0"),
         ]
-        for ok, key, value, expected in checks:
-            if not ok:
-                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+        check_ranges(checks)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         check_inputs(x, y, target)

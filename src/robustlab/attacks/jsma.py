@@ -18,7 +18,7 @@ from robustlab.attacks.base import check_inputs, frozen_eval, sample_seeds, warn
 from robustlab.attacks.build import attack_params
 from robustlab.attacks.presets import ATTACKS
 from robustlab.attacks.targets import TARGETS
-from robustlab.errors import UserError
+from robustlab.errors import check_ranges
 
 SALIENCY_ON = ("logits", "probs")
 _PAIR_ELEMENTS = 2 ** 23  # samples per saliency chunk: [chunk, n, n] pair scores stay ~32 MB each
@@ -84,9 +84,7 @@ class JSMA:
              f"one of {', '.join(SALIENCY_ON)}"),
             (self.target in TARGETS, "target", self.target, f"one of {', '.join(TARGETS)}"),
         ]
-        for ok, key, value, expected in checks:
-            if not ok:
-                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+        check_ranges(checks)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         check_inputs(x, y, target)

@@ -19,7 +19,7 @@ from robustlab.attacks.base import (
 from robustlab.attacks.losses import LOSSES, is_adversarial
 from robustlab.attacks.targets import TARGETS
 from robustlab.attacks.threat import Threat
-from robustlab.errors import UserError
+from robustlab.errors import check_ranges
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,7 @@ class PGD:
             (self.target is None or self.target in TARGETS, "target", self.target,
              f"null or one of {', '.join(TARGETS)}"),
         ]
-        for ok, key, value, expected in checks:
-            if not ok:
-                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+        check_ranges(checks)
 
     @property
     def alpha(self) -> float:

@@ -16,7 +16,7 @@ from robustlab.attacks.base import check_inputs, frozen_eval, sample_seeds, seed
 from robustlab.attacks.build import register_bounded
 from robustlab.attacks.losses import LOSSES, is_adversarial
 from robustlab.attacks.threat import Threat
-from robustlab.errors import UserError
+from robustlab.errors import check_ranges
 
 _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # Kingma & Ba (2015) defaults, as in the paper's Adam
 
@@ -64,9 +64,7 @@ class SPSA:
             (self.lr > 0, "lr", self.lr, "> 0"),
             (self.loss in LOSSES, "loss", self.loss, f"one of {', '.join(LOSSES)}"),
         ]
-        for ok, key, value, expected in checks:
-            if not ok:
-                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+        check_ranges(checks)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         check_inputs(x, y, target)

@@ -18,7 +18,7 @@ from robustlab.attacks.base import check_inputs, frozen_eval, sample_seeds
 from robustlab.attacks.build import register_bounded
 from robustlab.attacks.losses import LOSSES, is_adversarial
 from robustlab.attacks.threat import Threat
-from robustlab.errors import UserError
+from robustlab.errors import UserError, check_ranges
 
 # An L-inf proposal that leaves the window unchanged (e.g. both signs clip to the same values)
 # wastes a query; the reference code redraws its signs until it changes something. Bounded here
@@ -117,9 +117,7 @@ class Square:
              "a fraction in (0, 1]"),
             (self.loss in LOSSES, "loss", self.loss, f"one of {', '.join(LOSSES)}"),
         ]
-        for ok, key, value, expected in checks:
-            if not ok:
-                raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+        check_ranges(checks)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         check_inputs(x, y, target)
