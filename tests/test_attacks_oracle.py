@@ -74,9 +74,10 @@ def test_pgd20_without_random_start_matches_art(trained_fmnist, eps):
     assert (predictions(model, ours) == predictions(model, theirs)).float().mean() >= 0.98
 
 
-@pytest.mark.parametrize("eps", [0.03, 0.1])
-def test_pgd20_with_random_start_matches_art(trained_fmnist, eps):
+def test_pgd20_with_random_start_matches_art(trained_fmnist):
+    """Both random: only the accuracies can be compared (at the brief's eps, 0.1)."""
     model, x, y = trained_fmnist
+    eps = 0.1
     ours = ATTACKS.build("pgd", eps=eps, steps=20)(model, x, y)  # random start by default
     theirs = art_attack(ProjectedGradientDescent(
         art_classifier(model), eps=eps, eps_step=2.5 * eps / 20, max_iter=20, num_random_init=1,
@@ -174,7 +175,7 @@ def test_autoattack_settings_and_misuse():
         ATTACKS.build("autoattack", eps=0.1)(model, x, y, (y + 1) % 10)
     with pytest.raises(UserError, match="version='custom'"):
         AutoAttack(version="custom")
-    with pytest.raises(UserError, match="not AutoAttack's"):
+    with pytest.raises(UserError, match="attacks=\\['pgd'\\] is out of range: expected AutoAttack's"):
         AutoAttack(version="custom", attacks=("pgd",))
     with pytest.raises(UserError, match="version='bogus' is out of range"):
         ATTACKS.build("autoattack", eps=0.1, version="bogus")

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from robustlab.attacks.base import check_inputs, frozen_eval
 from robustlab.attacks.build import register_bounded
 from robustlab.attacks.threat import Threat
-from robustlab.errors import UserError
+from robustlab.errors import UserError, check_ranges
 
 REFERENCE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
@@ -102,23 +102,19 @@ class AutoAttack:
     push_misclassified: bool = True
 
     def __post_init__(self) -> None:
-        if self.version not in VERSIONS:
-            raise UserError(f"version={self.version!r} is out of range: expected one of "
-                            f"{', '.join(VERSIONS)}")
         if not isinstance(self.attacks, tuple):
             object.__setattr__(self, "attacks", tuple(self.attacks))
-        unknown = [a for a in self.attacks if a not in REFERENCE_ATTACKS]
-        if unknown:
-            raise UserError(f"attacks {unknown} are not AutoAttack's: choose from "
-                            f"{', '.join(REFERENCE_ATTACKS)}")
+        check_ranges([
+            (self.version in VERSIONS, "version", self.version, f"one of {', '.join(VERSIONS)}"),
+            (all(a in REFERENCE_ATTACKS for a in self.attacks), "attacks", list(self.attacks),
+             f"AutoAttack's attacks, from {', '.join(REFERENCE_ATTACKS)}"),
+            (isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", self.seed, "an integer"),
+            (self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+             "batch_size", self.batch_size, "null or an integer >= 1"),
+        ])
         if (self.version == "custom") != bool(self.attacks):
             raise UserError("attacks=[...] goes with version='custom' (and only with it); "
                             f"got version={self.version!r}, attacks={list(self.attacks)}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise UserError(f"seed={self.seed!r} is out of range: expected an integer")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise UserError(f"batch_size={self.batch_size!r} is out of range: "
-                            "expected null or an integer >= 1")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         check_inputs(x, y, target)
