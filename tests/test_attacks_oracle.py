@@ -90,8 +90,6 @@ def test_pgd20_with_random_start_matches_art(trained_fmnist):
 def test_cw_l2_matches_art(trained_fmnist):
     """Each attack with its defaults (ours: CW's 1000 steps x 9 constants with early abort; ART:
     10 iterations x 10 constants, its line search) on 16 correctly classified images."""
-    if "cw_l2" not in ATTACKS:
-        pytest.skip("cw_l2 is not registered")
     model, x, y = trained_fmnist
     keep = predictions(model, x) == y
     x, y = x[keep][:16], y[keep][:16]
