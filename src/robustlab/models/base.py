@@ -113,6 +113,22 @@ class Classifier(nn.Module):
         return Out(self.head(e), e, f)
 
 
+
+class PooledClassifier(Classifier):
+    """A conv body with a global-average-pooled embedding and a linear head, initialised as the
+    ResNet / WRN papers' reference code does (`init_weights`): the shared tail of the residual
+    models."""
+
+    def __init__(self, body: nn.Module, *, feature_channels: int, num_classes: int, in_channels: int):
+        super().__init__(
+            body,
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+            nn.Linear(feature_channels, num_classes),
+            in_channels=in_channels,
+            feature_channels=feature_channels,
+        )
+        init_weights(self)
+
 MODELS: Registry[Classifier] = Registry("model")
 
 # The positional part of every factory's signature; everything after it is a model kwarg.

@@ -11,9 +11,8 @@ from torch import Tensor, nn
 
 from robustlab.models.base import (
     MODELS,
-    Classifier,
+    PooledClassifier,
     halved,
-    init_weights,
     require,
     require_feature_size,
 )
@@ -55,7 +54,7 @@ def preact_stage(c_in: int, c_out: int, blocks: int, stride: int, dropout: float
 
 
 @MODELS.register("preact_resnet18", paper="He et al. 2016b, pre-activation ResNet-18")
-class PreActResNet18(Classifier):
+class PreActResNet18(PooledClassifier):
     """Pre-activation ResNet-18; `width` = channels of the first stage (64 in the paper).
 
     Features: final BN-ReLU output [B, 8 width, ceil(S/8), ceil(S/8)] ([B, 512, 4, 4] on 32x32);
@@ -75,10 +74,6 @@ class PreActResNet18(Classifier):
         # the rectified one that Grad-CAM and attention maps expect.
         layers += [nn.BatchNorm2d(c_in), nn.ReLU()]
         super().__init__(
-            nn.Sequential(*layers),
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-            nn.Linear(c_in, num_classes),
+            nn.Sequential(*layers), feature_channels=c_in, num_classes=num_classes,
             in_channels=in_channels,
-            feature_channels=c_in,
         )
-        init_weights(self)

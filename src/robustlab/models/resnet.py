@@ -14,9 +14,8 @@ from torch import Tensor, nn
 
 from robustlab.models.base import (
     MODELS,
-    Classifier,
+    PooledClassifier,
     halved,
-    init_weights,
     require,
     require_feature_size,
 )
@@ -51,7 +50,7 @@ class BasicBlock(nn.Module):
 
 
 @MODELS.register("resnet", paper="He et al. 2016, CIFAR ResNet (depth 6n+2)")
-class ResNet(Classifier):
+class ResNet(PooledClassifier):
     """CIFAR ResNet of `depth` = 6n + 2 layers; `width` = channels of the first stage (16 in the
     paper; the stages have width, 2 width, 4 width channels).
 
@@ -86,13 +85,9 @@ class ResNet(Classifier):
                 layers.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
                 c_in = c_out
         super().__init__(
-            nn.Sequential(*layers),
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-            nn.Linear(4 * width, num_classes),
+            nn.Sequential(*layers), feature_channels=4 * width, num_classes=num_classes,
             in_channels=in_channels,
-            feature_channels=4 * width,
         )
-        init_weights(self)
 
 
 def _preset(depth: int):

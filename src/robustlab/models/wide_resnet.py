@@ -12,9 +12,8 @@ from torch import nn
 
 from robustlab.models.base import (
     MODELS,
-    Classifier,
+    PooledClassifier,
     halved,
-    init_weights,
     require,
     require_feature_size,
 )
@@ -22,7 +21,7 @@ from robustlab.models.preact_resnet import preact_stage
 
 
 @MODELS.register("wide_resnet", paper="Zagoruyko & Komodakis 2016, WRN-depth-k")
-class WideResNet(Classifier):
+class WideResNet(PooledClassifier):
     """WRN-`depth`-`widen_factor` with dropout `dropout` between the convs of each block.
 
     Features: final BN-ReLU output [B, 64 k, ceil(S/4), ceil(S/4)]; embedding: global average
@@ -55,13 +54,9 @@ class WideResNet(Classifier):
             c_in = c_out
         layers += [nn.BatchNorm2d(c_in), nn.ReLU()]
         super().__init__(
-            nn.Sequential(*layers),
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-            nn.Linear(c_in, num_classes),
+            nn.Sequential(*layers), feature_channels=c_in, num_classes=num_classes,
             in_channels=in_channels,
-            feature_channels=c_in,
         )
-        init_weights(self)
 
 
 def _preset(depth: int, widen_factor: int):
