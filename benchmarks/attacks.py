@@ -19,24 +19,21 @@ import argparse
 import copy
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_file import wrap_prose, write_section
 from torch import nn
 
 from robustlab.attacks import ATTACKS
 from robustlab.config import load_config
 from robustlab.experiment import load_data, train
 
-RESULTS = Path(__file__).with_name("results.md")
 BATCH, EPS, STEPS = 256, 0.1, 20
 CW = dict(steps=10, search_steps=5, initial_const=0.01, lr=0.01)  # a small equal budget for both
 ART_CW_IMAGES = 32  # ART's CW-L2 runs at a few images/s here: time it on the first 32 images only
@@ -173,28 +170,10 @@ def section(res: dict, command: str) -> str:
     return "\n".join(wrap_prose(line) for line in lines)
 
 
-def wrap_prose(line: str) -> str:
-    """Prose at results.md's width; tables and headings stay one line each."""
-    return line if line.startswith(("|", "#")) else textwrap.fill(line, 100, break_on_hyphens=False)
-
-
 def _art_version() -> str:
     import art
 
     return art.__version__
-
-
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    match = re.search(r"^## Attacks\n.*?(?=^## |\Z)", old, flags=re.M | re.S)
-    if match:  # replace our section in place, keep the others as they are
-        rest = old[match.end():]
-        new = old[:match.start()] + text + ("\n" + rest if rest else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
 
 
 def main() -> None:

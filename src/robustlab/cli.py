@@ -104,6 +104,17 @@ def _attacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    from robustlab.defenses.recipes import describe_recipes
+
+    for row in describe_recipes():
+        terms = " + ".join(f"{w:g} {t}" for t, w in row["terms"].items())
+        options = ", ".join(f"{k}={v}" for k, v in row["options"].items())
+        print(f"{row['name']}: {row['paper']}\n    loss = {terms}\n    adversary: {row['adversary']}"
+              + (f"\n    options: {options}" if options else ""))
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from robustlab.data import dataset_status
 
@@ -120,6 +131,9 @@ def _models(args: argparse.Namespace) -> int:
     for name in MODELS.names():
         print(name)
     return 0
+
+
+CHECKPOINTS = ["last", "best", "best_robust"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="clean test accuracy of a run or checkpoint")
     p.add_argument("run", help="run directory (runs/NAME) or checkpoint file")
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
-                   help="which checkpoint of a run directory (default: last)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
+                   help="which checkpoint of a run directory (default: last; best_robust: the "
+                        "epoch with the best monitored PGD accuracy)")
     p.add_argument("--data-dir", help="where the dataset files are, if not where training read them")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -159,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="test (default) or train")
     p.add_argument("--limit", type=int, help="attack only this many images (a seeded random subset)")
     p.add_argument("--save", help="write the adversarial set (images, labels, metadata) to this file")
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last")
     p.add_argument("--data-dir")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", default="auto")
@@ -167,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_attack)
     p = sub.add_parser("attacks", help="list the attacks with their papers and defaults")
     p.set_defaults(func=_attacks)
+
+    p = sub.add_parser("recipes", help="list the defense recipes: paper, loss terms, adversary, options")
+    p.set_defaults(func=_recipes)
 
     p = sub.add_parser("datasets", help="which datasets are available here, and where")
     p.set_defaults(func=_datasets)

@@ -70,12 +70,19 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     log_every: int = 50  # steps between metrics.jsonl lines
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    # Robust accuracy (PGD-k at defense.eps) on this many fixed held-out images per evaluated
+    # epoch, with the catastrophic-overfitting alarm; 0 turns it off.
+    monitor_images: int = 500
+    monitor_steps: int = 10
 
 
 @dataclass
 class DefenseConfig:
     recipe: str = "standard"
-    options: dict = field(default_factory=dict)  # recipe kwargs (weights, attack settings)
+    eps: float | None = None  # training L-inf budget in [0, 1] units; None: the data set's default
+    options: dict = field(default_factory=dict)  # recipe kwargs (beta, steps, attack_mode, ...)
+    # Extra or re-weighted terms on top of the recipe: {name: weight} or {name: {weight, params}}.
+    terms: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +132,10 @@ class Config:
              self.data.test_limit, "> 0 or null"),
             (self.train.threads is None or self.train.threads > 0, "train.threads",
              self.train.threads, "> 0 or null"),
+            (self.train.monitor_images >= 0, "train.monitor_images", self.train.monitor_images, ">= 0"),
+            (self.train.monitor_steps >= 1, "train.monitor_steps", self.train.monitor_steps, ">= 1"),
+            (self.defense.eps is None or 0 < self.defense.eps <= 1, "defense.eps", self.defense.eps,
+             "in (0, 1] (L-inf, in [0, 1] input units: 0.1, 8/255 = 0.0314) or null"),
         ]
         check_ranges(checks)
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -210,8 +221,37 @@ def _parse_override(text: str) -> dict:
     return out
 
 
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML mapping; `extends: other.yaml` (relative to this file) is read first and this
+    file's keys are merged over it, so a recipe's config states only what differs."""
+    values = _read_one(Path(path))
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise UserError(f"{path}: extends must be a file name, got {base!r}")
+    base_path = (Path(path).parent / base).resolve()
+    if base_path in _seen:
+        raise UserError(f"{path}: extends {base} makes a cycle")
+    return _deep_merge(read_yaml(base_path, (*_seen, base_path)), values)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _REPLACED:
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# Free-form option maps: an extending file states them whole (a recipe's options never mix
+# with another recipe's).
+_REPLACED = {"options", "terms"}
+
+
+def _read_one(path: Path) -> dict:
     try:
         text = path.read_text()
     except FileNotFoundError:

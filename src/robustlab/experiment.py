@@ -33,6 +33,7 @@ from robustlab.train import (
 )
 from robustlab.train.distributed import barrier
 from robustlab.train.fit import say
+from robustlab.train.monitors import RobustMonitor
 
 
 def seed_everything(seed: int) -> None:
@@ -84,6 +85,34 @@ def make_batches(cfg: Config, ds: Dataset, dist: DistInfo | None = None, device=
         rank=dist.rank, world_size=dist.world_size, device=device,
     )
     return TrainData(train_batches, evals)
+
+
+def training_eps(cfg: Config, ds: Dataset) -> float:
+    """defense.eps, or the data set's default budget (DEFAULT_EPS)."""
+    return cfg.defense.eps if cfg.defense.eps is not None else DEFAULT_EPS.get(ds.name, 0.1)
+
+
+def build_defense(cfg: Config, ds: Dataset):
+    """The recipe's objective at the run's eps, options and extra terms."""
+    return build_objective(cfg.defense.recipe, eps=training_eps(cfg, ds),
+                           label_smoothing=cfg.train.label_smoothing, terms=cfg.defense.terms,
+                           **cfg.defense.options)
+
+
+def robust_monitor(cfg: Config, ds: Dataset) -> RobustMonitor | None:
+    """PGD-k accuracy at the training eps on fixed held-out images (the validation split when
+    there is one, else the test split), checked every evaluated epoch."""
+    from robustlab.attacks import ATTACKS
+
+    n = cfg.train.monitor_images
+    if n == 0:
+        return None
+    held = validation_split(ds.train, cfg.data.val_fraction, cfg.seed)[1] if cfg.data.val_fraction \
+        else ds.test
+    held = _first(held, n, cfg.seed + 3)
+    x, y = held.images.float().div(255), held.labels
+    attack = ATTACKS.build("pgd", eps=training_eps(cfg, ds), steps=cfg.train.monitor_steps)
+    return RobustMonitor(x, y, attack, batch_size=cfg.data.eval_batch_size)
 
 
 def _same_except(saved: dict, new: dict, allowed: set[str], prefix: str = "") -> list[str]:
@@ -148,10 +177,9 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     seed_everything(cfg.seed)
     ds = load_data(cfg)
     model = build_model(cfg, ds)
-    objective = build_objective(
-        cfg.defense.recipe, label_smoothing=cfg.train.label_smoothing, **cfg.defense.options
-    )
+    objective = build_defense(cfg, ds)
     data = make_batches(cfg, ds, dist, device)
+    data.monitor = robust_monitor(cfg, ds)
     if dist.is_main:
         log(f"{cfg.name}: {cfg.model.name} on {ds.name} ({len(data.train) * cfg.data.batch_size} "
             f"train images/epoch, {len(ds.test)} test), recipe {cfg.defense.recipe}, {device}"

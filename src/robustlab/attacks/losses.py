@@ -51,10 +51,20 @@ def dlr(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
     return -(_at(logits, y) - _at(logits, target)) / scale
 
 
+def kl(logits: Tensor, y: Tensor, target: Tensor | None = None, *, reference: Tensor) -> Tensor:
+    """KL(p(x) || p(x')) with log p(x) = `reference` fixed: TRADES's inner maximisation
+    (Zhang et al. 2019, eq. 5); y and target are unused. Its gradient vanishes at x' = x, so it
+    needs a random start."""
+    return (reference.exp() * (reference - logits.log_softmax(1))).sum(1)
+
+
+# name -> factory(**params) -> AttackLoss. "kl" also needs `reference` (the clean
+# log-probabilities), which PGD computes itself.
 LOSSES: dict[str, Callable[..., AttackLoss]] = {
     "ce": lambda: ce,
     "cw": lambda kappa=0.0: partial(cw_margin, kappa=kappa),
     "dlr": lambda: dlr,
+    "kl": lambda reference: partial(kl, reference=reference),
 }
 
 

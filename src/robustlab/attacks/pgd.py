@@ -30,6 +30,7 @@ class PGD:
     from x; BIM / iter_FGSM and iter_ll (Kurakin et al. 2017) are steps of 1/255 from x; MIM
     (Dong et al. 2018) adds momentum g = mu g + grad / ||grad||_1 and steps along sign(g).
     With restarts, each sample keeps its best run: adversarial first, then the highest loss.
+    TRADES's inner maximisation (Zhang et al. 2019) is loss="kl" with start_std=0.001.
 
     Args:
         threat: the ball (norm, eps) inside [0, 1].
@@ -39,7 +40,12 @@ class PGD:
             `robustlab.attacks.targets.TARGETS`; `retarget` re-applies it at every step
             (the Cascade paper's iter_ll) instead of once on the clean input.
         momentum: MIM decay mu (0: plain PGD).
+        start_std: a Gaussian random start N(0, start_std^2) (TRADES: 0.001) instead of uniform
+            in the ball.
         seed: random start and random targets are drawn per sample from (seed, its content).
+        noise: "per_sample" (the default: reproducible whatever the batch) or "global", which
+            draws from torch's global generator: adversarial training wants a fresh start for
+            the same image every epoch, and the trainer checkpoints that generator.
     """
 
     threat: Threat = Threat()
@@ -52,7 +58,9 @@ class PGD:
     random_start: bool = True
     restarts: int = 1
     momentum: float = 0.0
+    start_std: float | None = None
     seed: int = 0
+    noise: str = "per_sample"
 
     def __post_init__(self) -> None:
         checks = [
@@ -64,6 +72,10 @@ class PGD:
             (self.loss in LOSSES, "loss", self.loss, f"one of {', '.join(LOSSES)}"),
             (self.target is None or self.target in TARGETS, "target", self.target,
              f"null or one of {', '.join(TARGETS)}"),
+            (self.start_std is None or self.start_std > 0, "start_std", self.start_std, "> 0 or null"),
+            (self.noise in ("per_sample", "global"), "noise", self.noise, "per_sample or global"),
+            (self.loss != "kl" or self.random_start, "random_start", self.random_start,
+             "true with loss=kl (its gradient is zero at the clean input)"),
         ]
         check_ranges(checks)
 
@@ -73,18 +85,21 @@ class PGD:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         check_inputs(x, y, target)
-        loss_fn = LOSSES[self.loss](**({"kappa": self.kappa} if self.loss == "cw" else {}))
         rule = TARGETS[self.target] if self.target and target is None else None
         seeds = sample_seeds(x, self.seed, "target") if self.target == "random" else ()
         x = x.detach()
         # enable_grad: callers often evaluate under no_grad; the attack still needs input grads.
         with frozen_eval(model), torch.enable_grad():
-            if rule is not None or self.restarts > 1:
+            params = {"kappa": self.kappa} if self.loss == "cw" else {}
+            if rule is not None or self.restarts > 1 or self.loss == "kl":
                 with torch.no_grad():
                     clean_logits = model(x)
                 warn_if_probabilities(clean_logits)
                 if rule is not None:
                     target = rule(clean_logits, y, seeds)
+                if self.loss == "kl":
+                    params = {"reference": clean_logits.float().log_softmax(1)}
+            loss_fn = LOSSES[self.loss](**params)
             best, best_loss, best_hit = x.clone(), None, None
             for restart in range(self.restarts):
                 x_adv, t = self._run(model, x, y, target, rule, seeds, loss_fn, restart)
@@ -104,11 +119,7 @@ class PGD:
 
     def _run(self, model, x, y, target, rule, seeds, loss_fn, restart):
         """One restart: the final iterate and the target it ended with."""
-        if self.random_start:
-            radius = seeded_uniform(x, self.seed, "radius", restart).flatten(1)[:, 0]
-            x_adv = self.threat.random_start(x, seeded_uniform(x, self.seed, "start", restart), radius)
-        else:
-            x_adv = x.clone()
+        x_adv = self._start(x, restart) if self.random_start else x.clone()
         g = torch.zeros_like(x) if self.momentum else None
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
@@ -122,3 +133,16 @@ class PGD:
                 grad = g
             x_adv = self.threat.project(x_adv.detach() + self.threat.ascent(grad, self.alpha), x)
         return x_adv.detach(), target
+
+    def _start(self, x: Tensor, restart: int) -> Tensor:
+        """A random point of the ball: uniform, or Gaussian with `start_std` (projected)."""
+        if self.noise == "global":
+            noise = torch.rand_like(x)
+            radius = torch.rand(len(x), device=x.device, dtype=x.dtype)
+        else:
+            noise = seeded_uniform(x, self.seed, "start", restart)
+            radius = seeded_uniform(x, self.seed, "radius", restart).flatten(1)[:, 0]
+        if self.start_std is not None:
+            gauss = torch.special.ndtri(noise.clamp(1e-6, 1 - 1e-6))
+            return self.threat.project(x + self.start_std * gauss, x)
+        return self.threat.random_start(x, noise, radius)

@@ -62,7 +62,7 @@ class SPSA:
             (isinstance(self.chunk, int) and self.chunk >= 1, "chunk", self.chunk, "an integer >= 1"),
             (self.delta > 0, "delta", self.delta, "> 0"),
             (self.lr > 0, "lr", self.lr, "> 0"),
-            (self.loss in LOSSES, "loss", self.loss, f"one of {', '.join(LOSSES)}"),
+            (self.loss in LOSSES and self.loss != "kl", "loss", self.loss, "one of ce, cw, dlr"),
         ]
         check_ranges(checks)
 

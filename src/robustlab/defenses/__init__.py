@@ -1,7 +1,13 @@
-"""Defense objectives: weighted sums of named paper-equation terms over one cached `Step`."""
+"""Defense objectives: weighted sums of named paper-equation terms over one cached `Step`,
+with the adversary that makes each recipe's training-time adversarial examples."""
 
-from robustlab.defenses.objective import RECIPES, Objective, build_objective
+from robustlab.defenses.adversaries import AttackAdversary, FreeAdversary, RandomEpsOneStep
+from robustlab.defenses.objective import Objective, make_terms
+from robustlab.defenses.recipes import RECIPES, build_objective
 from robustlab.defenses.step import Step
-from robustlab.defenses.terms import TERMS
+from robustlab.defenses.terms import TERMS, angular_distance, kl_divergence, triplet
 
-__all__ = ["RECIPES", "TERMS", "Objective", "Step", "build_objective"]
+__all__ = [
+    "RECIPES", "TERMS", "AttackAdversary", "FreeAdversary", "Objective", "RandomEpsOneStep", "Step",
+    "angular_distance", "build_objective", "kl_divergence", "make_terms", "triplet",
+]

@@ -1,8 +1,9 @@
-"""`Objective`: a weighted sum of named terms; recipes name which terms with which weights."""
+"""`Objective`: a weighted sum of named terms, with the adversary that feeds them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -10,36 +11,83 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustlab.defenses.step import Step
+from robustlab.defenses.step import Adversary, Step
 from robustlab.defenses.terms import TERMS
-from robustlab.registry import Registry
+from robustlab.errors import UserError
 
 Term = Callable[[Step], Tensor]
 
 
 @dataclass
 class Objective:
-    """loss = sum_i w_i * term_i(step); returns the total and every term for logging."""
+    """loss = sum_i w_i * term_i(step); returns the total and every term for logging.
+
+    `adversary` makes the step's adversarial inputs (None: the terms need none); `replays`
+    trains on each minibatch that many times in a row (Free AT's m; 1 otherwise).
+    """
 
     terms: dict[str, tuple[Term, float]]
     name: str = "custom"
+    adversary: Adversary | None = None
+    replays: int = 1
     info: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, step: Step) -> dict[str, Tensor]:
-        values = {name: term(step) for name, (term, _) in self.terms.items()}
-        total = sum(weight * values[name] for name, (_, weight) in self.terms.items())
+        values = {name: term(step) for name, (term, weight) in self.terms.items() if weight != 0}
+        total = sum(self.terms[name][1] * value for name, value in values.items())
         return {"loss": torch.as_tensor(total), **values}
 
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether a term reads teacher outputs; only then is a teacher built."""
+        return any("teacher" in TERMS.info[name].get("needs", ()) for name in self.terms)
 
-RECIPES: Registry = Registry("recipe")
+    @property
+    def weights(self) -> dict[str, float]:
+        return {name: weight for name, (_, weight) in self.terms.items()}
+
+    def after_backward(self, step: Step) -> None:
+        """Lets a stateful adversary (Free AT) use the input gradient of the training backward."""
+        hook = getattr(self.adversary, "after_backward", None)
+        if hook is not None and step.cached("x_adv"):
+            hook(step.x_adv)
+
+    def state_dict(self) -> dict:
+        """Adversary state that a resumed run needs (Free AT's running perturbation)."""
+        state = getattr(self.adversary, "state_dict", None)
+        return {"adversary": state()} if state is not None else {}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if "adversary" in state and hasattr(self.adversary, "load_state_dict"):
+            self.adversary.load_state_dict(state["adversary"])
 
 
-@RECIPES.register("standard", paper="standard (non-adversarial) training", terms={"clean_ce": 1.0})
-def standard(label_smoothing: float = 0.0) -> Objective:
-    """Plain empirical risk minimisation: the baseline every paper compares against."""
-    term = partial(TERMS.get("clean_ce"), label_smoothing=label_smoothing)
-    return Objective({"clean_ce": (term, 1.0)}, name="standard")
+def check_params(kind: str, name: str, fn: Callable, params: Mapping[str, Any],
+                 skip: tuple[str, ...] = ()) -> None:
+    """A `UserError` naming any keyword `fn` does not take, with the ones it does."""
+    signature = inspect.signature(fn)
+    valid = [p for p in signature.parameters if p not in skip]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise UserError(f"unknown option(s) {', '.join(unknown)} for {kind} {name!r}; "
+                        f"valid: {', '.join(valid) or '(none)'}")
 
 
-def build_objective(recipe: str, **params: Any) -> Objective:
-    return RECIPES.build(recipe, **params)
+def make_terms(spec: Mapping[str, Any]) -> dict[str, tuple[Term, float]]:
+    """{"adv_ce": 1.0, "logit_pairing": {"weight": 0.5, "squared": False}} -> named terms.
+
+    A number is the weight; a mapping holds `weight` (default 1) and the term's parameters.
+    """
+    terms: dict[str, tuple[Term, float]] = {}
+    for name, value in spec.items():
+        fn = TERMS.get(name)
+        if isinstance(value, Mapping):
+            params = dict(value)
+            weight = params.pop("weight", 1.0)
+        else:
+            weight, params = value, {}
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise UserError(f"the weight of term {name!r} must be a number, got {weight!r}")
+        check_params("loss term", name, fn, params, skip=("step",))
+        terms[name] = (partial(fn, **params), float(weight))
+    return terms

@@ -5,17 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cached_property
 
+import torch
 from torch import Tensor, nn
 
+from robustlab.errors import UserError
 from robustlab.models import Out
+
+# (model, x, y) -> adversarial versions of the first k <= B images of x (see defenses.adversaries)
+Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
 class Step:
-    """A batch (x, y) and what terms need of it, each computed at most once.
+    """A batch (x, y) and what terms need of it, each computed at most once per batch.
 
     `forward_all` is the callable that produces `Out` with gradients: the model's own
     `forward_all`, or a DistributedDataParallel wrapper of it, so gradient synchronisation
-    happens however many terms read `clean`.
+    happens however many terms read `clean` or `adv`. The adversary is called at most once
+    (`x_adv`), and the teacher only when a term reads its outputs.
     """
 
     def __init__(
@@ -25,17 +31,74 @@ class Step:
         y: Tensor,
         *,
         forward_all: Callable[[Tensor], Out] | None = None,
+        adversary: Adversary | None = None,
+        teacher: nn.Module | None = None,
     ):
         self.model = model
         self.x = x
         self.y = y
+        self.adversary = adversary
+        self.teacher = teacher
         self._forward_all = forward_all or model.forward_all
+        self._memo: dict[str, object] = {}
 
     @cached_property
     def clean(self) -> Out:
         """Outputs on the clean batch (one forward, shared by every term)."""
         return self._forward_all(self.x)
 
+    @cached_property
+    def x_adv(self) -> Tensor:
+        """Adversarial versions of x[:k] (k = B for most recipes; Kurakin's recipe attacks k < B)."""
+        if self.adversary is None:
+            raise UserError("a loss term needs adversarial examples, but this objective has no "
+                            "adversary: use a recipe that makes them (madry, trades, ...)")
+        return self.adversary(self.model, self.x, self.y)
+
+    @property
+    def k(self) -> int:
+        """How many leading images of the batch have an adversarial version."""
+        return len(self.x_adv)
+
+    @property
+    def y_adv(self) -> Tensor:
+        return self.y[: self.k]
+
+    @cached_property
+    def adv(self) -> Out:
+        """Outputs on the adversarial images x_adv (with gradients)."""
+        return self._forward_all(self.x_adv)
+
+    @cached_property
+    def mixed(self) -> Out:
+        """Outputs on the batch whose first k images are replaced by their adversarial versions:
+        Kurakin et al. (2017)'s minibatch, one forward of B images."""
+        return self._forward_all(torch.cat([self.x_adv, self.x[self.k:]]))
+
+    @cached_property
+    def teacher_clean(self) -> Out:
+        """The frozen teacher's outputs on x (no gradients)."""
+        return self._teacher(self.x)
+
+    @cached_property
+    def teacher_adv(self) -> Out:
+        """The frozen teacher's outputs on x_adv (no gradients)."""
+        return self._teacher(self.x_adv)
+
+    def _teacher(self, x: Tensor) -> Out:
+        if self.teacher is None:
+            raise UserError("a loss term needs a teacher model, but none was given: set "
+                            "defense.teacher to a standard-trained run or checkpoint")
+        with torch.no_grad():
+            return self.teacher.forward_all(x)
+
+    def memo(self, key: str, compute: Callable[[], object]) -> object:
+        """A value derived from the outputs (e.g. SML's hard negatives), computed once per batch
+        however many terms read it."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def cached(self, name: str) -> bool:
-        """Whether `name` (e.g. "clean") has been computed for this batch."""
+        """Whether `name` (e.g. "clean", "x_adv") has been computed for this batch."""
         return name in self.__dict__

@@ -1,7 +1,13 @@
-"""Loss terms: one function per paper equation, each `(step, **params) -> scalar`."""
+"""Loss terms: one function per paper equation, each `(step, **params) -> scalar`.
+
+A term reads what it needs from the `Step` cache (clean / adversarial / mixed outputs), so two
+terms on the same adversarial batch share one attack and one forward. Registry info: `paper`
+(the equation) and `needs` (which Step outputs it reads; "teacher" means a teacher is built).
+"""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -11,8 +17,138 @@ from robustlab.registry import Registry
 TERMS: Registry = Registry("loss term")
 
 
-@TERMS.register("clean_ce", paper="standard training; label smoothing: Szegedy et al. 2016 eq. (3)")
+# ---- shared pieces -----------------------------------------------------------------------
+
+def kl_divergence(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """Per-sample KL(p || q) = sum_c p_c (log p_c - log q_c) from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(1)
+
+
+def angular_distance(a: Tensor, b: Tensor) -> Tensor:
+    """d(a, b) = 1 - |a . b| / (||a||_2 ||b||_2), row-wise (Mao et al. 2019; AGKD-BML eq. 6)."""
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    return 1 - cos.abs()
+
+
+def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> Tensor:
+    """Per-triplet [d(a, p) - d(a, n) + m]_+ with the angular distance (AGKD-BML eq. 6)."""
+    return F.relu(angular_distance(anchor, positive) - angular_distance(anchor, negative) + margin)
+
+
+# ---- classification terms ----------------------------------------------------------------
+
+@TERMS.register("clean_ce", paper="standard training; label smoothing: Szegedy et al. 2016 Sec. 7",
+                needs=("clean",))
 def clean_ce(step: Step, label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy on clean inputs, optionally against smoothed labels
     q = (1 - s) one_hot(y) + s / K (Szegedy et al. 2016, Sec. 7)."""
     return F.cross_entropy(step.clean.logits, step.y, label_smoothing=label_smoothing)
+
+
+@TERMS.register("adv_ce", paper="Madry et al. 2018 eq. 2.1: CE on the inner maximiser x_adv",
+                needs=("adv",))
+def adv_ce(step: Step, label_smoothing: float = 0.0) -> Tensor:
+    """CE(f(x_adv), y), the outer minimisation of min_theta E[max_delta L(x + delta, y)]."""
+    return F.cross_entropy(step.adv.logits, step.y_adv, label_smoothing=label_smoothing)
+
+
+@TERMS.register("kurakin_ce", paper="Kurakin et al. 2017 eq. 1 (the Cascade paper's Sec. 3.1 loss)",
+                needs=("mixed",))
+def kurakin_ce(step: Step, lam: float = 0.3) -> Tensor:
+    """(sum_{i in CLEAN} L(x_i, y_i) + lam sum_{i in ADV} L(x_i^adv, y_i)) / ((m - k) + lam k),
+    over one minibatch of m images whose first k are replaced by adversarial ones."""
+    per_sample = F.cross_entropy(step.mixed.logits, step.y, reduction="none")
+    k, m = step.k, len(step.y)
+    weight = torch.ones_like(per_sample)
+    weight[:k] = lam
+    return (weight * per_sample).sum() / ((m - k) + lam * k)
+
+
+# ---- TRADES and MART -----------------------------------------------------------------------
+
+@TERMS.register("trades_kl", paper="TRADES, Zhang et al. 2019 eq. 5: (1/B) sum KL(f(x) || f(x_adv))",
+                needs=("clean", "adv"))
+def trades_kl(step: Step) -> Tensor:
+    """The robust regulariser of TRADES; the recipe weights it by beta (1/lambda in the paper).
+    Gradients flow through both distributions, as in the authors' code."""
+    log_p = step.clean.logits[: step.k].log_softmax(1)
+    return kl_divergence(log_p, step.adv.logits.log_softmax(1)).mean()
+
+
+@TERMS.register("mart_bce", paper="MART, Wang et al. 2020 (ICLR), surrogate loss of Sec. 3.3: "
+                "boosted CE (BCE) on x_adv", needs=("adv",))
+def mart_bce(step: Step) -> Tensor:
+    """BCE(p(x'), y) = -log p_y(x') - log(1 - max_{k != y} p_k(x')): CE plus a margin term that
+    pushes down the strongest wrong class."""
+    logits, y = step.adv.logits, step.y_adv
+    probs = logits.softmax(1)
+    wrong = probs.masked_fill(F.one_hot(y, probs.shape[1]).bool(), 0).amax(1)
+    # 1e-12 keeps the log finite when the wrong class takes all the mass (as the authors' code).
+    return (F.cross_entropy(logits, y, reduction="none") - torch.log(1 - wrong + 1e-12)).mean()
+
+
+@TERMS.register("mart_kl", paper="MART, Wang et al. 2020 (ICLR), surrogate loss of Sec. 3.3: "
+                "KL(p(x) || p(x')) (1 - p_y(x))", needs=("clean", "adv"))
+def mart_kl(step: Step) -> Tensor:
+    """The misclassification-aware regulariser: the KL term weighs most on images the model
+    gets wrong (small clean p_y(x)); the recipe weights it by beta."""
+    log_p = step.clean.logits[: step.k].log_softmax(1)
+    p_true = log_p.exp().gather(1, step.y_adv[:, None]).squeeze(1)
+    return (kl_divergence(log_p, step.adv.logits.log_softmax(1)) * (1 - p_true)).mean()
+
+
+# ---- pairing and metric learning -----------------------------------------------------------
+
+@TERMS.register("logit_pairing",
+                paper="ALP, Kannan et al. 2018 Sec. 3: L2 loss between f(x) and f(x_adv); "
+                      "ATAT eq. 6 with squared=false", needs=("clean", "adv"))
+def logit_pairing(step: Step, squared: bool = True) -> Tensor:
+    """(1/B) sum ||z(x) - z(x_adv)||_2^2 on the logits (Kannan et al.), or the plain norm
+    ||z(x) - z(x_adv)||_2 (ATAT eq. 6, L_lp)."""
+    diff = step.clean.logits[: step.k] - step.adv.logits
+    return diff.pow(2).sum(1).mean() if squared else diff.norm(dim=1).mean()
+
+
+def hard_negatives(step: Step) -> Tensor:
+    """For each adversarial anchor, the clean embedding of another class nearest to it in
+    angular distance (Mao et al. 2019's hard negative mining); [k] indices into the batch, -1
+    where the batch holds no other class."""
+    def compute() -> Tensor:
+        anchors, clean = step.adv.embedding.detach(), step.clean.embedding.detach()
+        a = F.normalize(anchors, dim=1)
+        c = F.normalize(clean, dim=1)
+        dist = 1 - (a @ c.T).abs()
+        dist = dist.masked_fill(step.y_adv[:, None] == step.y[None, :], float("inf"))
+        best = dist.argmin(1)
+        return torch.where(torch.isinf(dist.min(1).values), torch.full_like(best, -1), best)
+
+    return step.memo("hard_negatives", compute)
+
+
+def _sml_triplets(step: Step) -> tuple[Tensor, Tensor, Tensor]:
+    """(anchor, positive, negative) embeddings of the anchors that have a negative."""
+    negative = hard_negatives(step)
+    keep = negative >= 0
+    anchor = step.adv.embedding[keep]
+    positive = step.clean.embedding[: step.k][keep]
+    return anchor, positive, step.clean.embedding[negative[keep]]
+
+
+@TERMS.register("sml_triplet", paper="SML / TLA, Mao et al. 2019: angular triplet loss, adversarial "
+                "anchor, clean positive, hard negative (AGKD-BML eq. 6)", needs=("clean", "adv"))
+def sml_triplet(step: Step, margin: float = 0.03) -> Tensor:
+    """mean [d(E(x_adv), E(x)) - d(E(x_adv), E(x_neg)) + m]_+ over the batch."""
+    anchor, positive, negative = _sml_triplets(step)
+    if len(anchor) == 0:
+        return step.adv.embedding.sum() * 0  # keeps the graph: no triplet in a one-class batch
+    return triplet(anchor, positive, negative, margin).mean()
+
+
+@TERMS.register("embedding_norm", paper="Mao et al. 2019 / AGKD-BML eq. 7: L_norm = ||E(x_a)|| + "
+                "||E(x_p)|| + ||E(x_n)|| of the triplets", needs=("clean", "adv"))
+def embedding_norm(step: Step) -> Tensor:
+    """Keeps the embeddings from growing to satisfy the angular margin; mean over triplets."""
+    anchor, positive, negative = _sml_triplets(step)
+    if len(anchor) == 0:
+        return step.adv.embedding.sum() * 0
+    return (anchor.norm(dim=1) + positive.norm(dim=1) + negative.norm(dim=1)).mean()

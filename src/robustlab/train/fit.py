@@ -30,7 +30,7 @@ from robustlab.defenses import Step
 from robustlab.errors import UserError
 from robustlab.train.checkpoint import check_architecture, load_checkpoint, save_checkpoint
 from robustlab.train.distributed import DistInfo, all_reduce_sum
-from robustlab.train.monitors import accuracy
+from robustlab.train.monitors import RobustMonitor, accuracy
 from robustlab.train.optim import build_optimizer, build_scheduler
 
 Objective = Callable[[Step], Mapping[str, Tensor]]
@@ -42,6 +42,7 @@ class TrainData:
 
     train: Any  # robustlab.data.Batches (anything with len() and .epoch(e, start))
     evals: Mapping[str, Any] = field(default_factory=dict)
+    monitor: RobustMonitor | None = None  # robust accuracy on a fixed held-out batch
 
 
 @dataclass
@@ -172,6 +173,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     dist: DistInfo | None = None,
     log: Callable[[str], None] = say,
+    teacher: nn.Module | None = None,
 ) -> Run:
     """Train `model` with `objective` for `cfg.train.epochs`; see the module docstring."""
     tc = cfg.train
@@ -183,7 +185,10 @@ def fit(
     steps_per_epoch = len(data.train)
     if steps_per_epoch == 0:
         raise UserError("the training set gives no batch: lower data.batch_size or raise data.train_limit")
-    scheduler = build_scheduler(cfg.schedule, optimizer, tc.epochs, steps_per_epoch)
+    # Free AT replays each minibatch m times: m optimizer steps per batch.
+    replays = getattr(objective, "replays", 1)
+    adversary = getattr(objective, "adversary", None)
+    scheduler = build_scheduler(cfg.schedule, optimizer, tc.epochs, steps_per_epoch * replays)
     if tc.amp == "fp16" and device.type != "cuda":
         raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or off")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
@@ -198,6 +203,8 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], device)
+        if hasattr(objective, "load_state_dict"):
+            objective.load_state_dict(state.get("objective", {}))
         run.epoch, run.batch, run.global_step = state["epoch"], state["batch"], state["global_step"]
         run.best, run.history = state["best"], list(state["history"])
         sums = {k: v.to(device) for k, v in state["sums"].items()}
@@ -220,6 +227,7 @@ def fit(
             "best": run.best,
             "history": run.history,
             "sums": {k: v.detach().cpu() for k, v in sums.items()},
+            "objective": objective.state_dict() if hasattr(objective, "state_dict") else {},
             "config": cfg.to_dict(),
         }
 
@@ -248,31 +256,21 @@ def fit(
             for x, y in data.train.epoch(run.epoch, start=run.batch):
                 x = x.to(device, non_blocking=True, memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
-                step = Step(model, x, y, forward_all=forward_all)
-                with autocast():
-                    terms = objective(step)
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    bad = [k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).all()]
-                    raise UserError(
-                        f"non-finite loss at epoch {run.epoch + 1}, batch {run.batch} (step "
-                        f"{run.global_step}) in term(s) {', '.join(bad) or 'loss'}; the last good "
-                        f"state is {run.last_checkpoint}; lower optim.lr or set train.grad_clip"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if tc.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                for _ in range(replays):
+                    step = Step(model, x, y, forward_all=forward_all, adversary=adversary,
+                                teacher=teacher)
+                    where = f"epoch {run.epoch + 1}, batch {run.batch} (step {run.global_step})"
+                    terms = _train_step(step, objective, optimizer, scaler, scheduler, autocast, tc,
+                                        where=where, last=run.last_checkpoint)
 
                 n = torch.tensor(float(y.numel()), device=device)
                 batch_sums = {k: v.detach().float() * n for k, v in terms.items()}
                 batch_sums["n"] = n
                 if step.cached("clean"):
                     batch_sums["correct"] = (step.clean.logits.argmax(1) == y).sum().float()
+                if step.cached("adv"):  # accuracy on the training adversary's examples
+                    batch_sums["adv_correct"] = (step.adv.logits.argmax(1) == step.y_adv).sum().float()
+                    batch_sums["adv_n"] = torch.tensor(float(step.k), device=device)
                 for k, v in batch_sums.items():
                     sums[k] = sums.get(k, torch.zeros((), device=device)) + v
                 run.batch += 1
@@ -304,34 +302,71 @@ def fit(
             total = dict(zip(keys, totals.tolist()))
             count = max(1.0, total.pop("n"))
             correct = total.pop("correct", None)
+            adv_correct, adv_n = total.pop("adv_correct", None), total.pop("adv_n", None)
             record = {"kind": "epoch", "epoch": run.epoch + 1, "step": run.global_step,
                       "lr": scheduler.get_last_lr()[0]}
             record.update({f"train_{k}": v / count for k, v in total.items()})
             if correct is not None:
                 record["train_acc"] = correct / count
+            if adv_correct is not None:
+                record["train_adv_acc"] = adv_correct / max(1.0, adv_n)
             record["time_s"] = elapsed
             record["images_per_s"] = (count - seen_at_start * dist.world_size) / max(1e-9, elapsed)
             if dist.is_main and ((run.epoch + 1) % tc.eval_every == 0 or run.epoch + 1 == tc.epochs):
                 for name, batches in data.evals.items():
                     record[f"{name}_acc"] = accuracy(model, batches, device)
+                if data.monitor is not None:
+                    record.update(data.monitor(model, device, run.history))
             record["peak_mem_mb"] = _peak_memory_mb(device)
             run.epoch, run.batch, sums = run.epoch + 1, 0, {}
             run.history.append(record)
             improved = best_key in record and (run.best is None or record[best_key] > run.best)
             if improved:
                 run.best = record[best_key]
+            robust_best = "robust_acc" in record and record["robust_acc"] >= max(
+                (r.get("robust_acc", -1.0) for r in run.history[:-1]), default=-1.0)
             if dist.is_main:
                 state = checkpoint_state()
                 save_checkpoint(state, run.last_checkpoint)
                 if improved:
                     save_checkpoint(state, run.checkpoint_dir / "best.pt")
+                if robust_best:  # early stopping on robustness (Rice et al. 2020)
+                    save_checkpoint(state, run.checkpoint_dir / "best_robust.pt")
                 metrics.write(record)
                 log(_epoch_line(record, tc.epochs))
+                if "overfitting_alarm" in record:
+                    log(f"WARNING: {record['overfitting_alarm']}")
             for cb in callbacks:
                 cb.on_epoch(run, record)
             if run.stop_requested and not run.finished:
                 raise Interrupted(run)
     return run
+
+
+def _train_step(step: Step, objective: Objective, optimizer, scaler, scheduler, autocast, tc,
+                where: str, last: Path) -> dict[str, Tensor]:
+    """One optimizer step on `objective(step)`; a non-finite loss stops training, naming the term."""
+    with autocast():
+        terms = objective(step)
+    loss = terms["loss"]
+    if not torch.isfinite(loss):
+        bad = [k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).all()]
+        raise UserError(
+            f"non-finite loss at {where} in term(s) {', '.join(bad) or 'loss'}; the last good "
+            f"state is {last}; lower optim.lr or set train.grad_clip"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    after_backward = getattr(objective, "after_backward", None)
+    if after_backward is not None:
+        after_backward(step)
+    if tc.grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(step.model.parameters(), tc.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return terms
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

@@ -1,8 +1,9 @@
-"""What training watches: clean accuracy of a model over batches."""
+"""What training watches: clean accuracy over batches, robust accuracy on a fixed batch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -23,3 +24,41 @@ def accuracy(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
     finally:
         model.train(was_training)
     return correct / max(1, total)
+
+
+@dataclass
+class RobustMonitor:
+    """Accuracy under `attack` on one fixed held-out batch, every evaluated epoch.
+
+    It raises the catastrophic-overfitting alarm when that accuracy falls more than `drop`
+    below the best epoch so far: single-step training can lose all PGD robustness within an
+    epoch while its training loss looks healthy (Wong et al. 2020, Sec. 5).
+    """
+
+    x: Tensor
+    y: Tensor
+    attack: Callable[[nn.Module, Tensor, Tensor], Tensor]
+    drop: float = 0.20
+    batch_size: int = 500
+
+    def __call__(self, model: nn.Module, device: torch.device | str, history: list[dict]) -> dict:
+        correct = 0
+        for start in range(0, len(self.y), self.batch_size):
+            x = self.x[start:start + self.batch_size].to(device)
+            y = self.y[start:start + self.batch_size].to(device)
+            x_adv = self.attack(model, x, y)  # attacks run in eval mode and restore the mode
+            with torch.no_grad():
+                was_training = model.training
+                model.eval()
+                correct += (model(x_adv).argmax(1) == y).sum().item()
+                model.train(was_training)
+        acc = correct / max(1, len(self.y))
+        record = {"robust_acc": acc}
+        best = max((r["robust_acc"] for r in history if "robust_acc" in r), default=None)
+        if best is not None and best - acc > self.drop:
+            record["overfitting_alarm"] = (
+                f"robust accuracy fell from {best:.3f} to {acc:.3f} (> {self.drop:.0%} drop): "
+                "catastrophic overfitting (Wong et al. 2020); use checkpoints/best_robust.pt, a "
+                "smaller step, or a multi-step attack"
+            )
+        return record

@@ -1,0 +1,198 @@
+"""Defense recipes: what one training step costs, and how robust each recipe's model is.
+
+    python benchmarks/defenses.py cost  [--repeats 5] [--no-write]
+    python benchmarks/defenses.py table [--epochs 2] [--recipes standard madry ...] [--no-write]
+
+`cost` times, on one batch of 128 Fashion-MNIST images and small_cnn, one training step of each
+recipe against its parts in the same run: madry's step / (k attack steps + 1 training step)
+is robustlab's overhead over the work PGD-k training cannot avoid (target <= 1.10), and each
+recipe's step time / madry's is its relative cost. Medians over repeats, interleaved.
+
+`table` trains every recipe from configs/<recipe>_fmnist.yaml for the same number of epochs
+(runs/bench_defenses/<recipe>, resumable: finished runs and evaluations are kept) and reports
+clean accuracy on the 10,000 test images, PGD-20 and AutoAttack (standard version) accuracy on
+the first 1,000, all at eps 0.1. Each writes its section of benchmarks/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from results_file import wrap_prose, write_section
+
+from robustlab.attacks import ATTACKS
+from robustlab.attacks.base import frozen_eval, input_grad
+from robustlab.config import load_config
+from robustlab.data import Batches
+from robustlab.defenses import Step, build_objective
+from robustlab.eval import attack_batches
+from robustlab.experiment import evaluate_clean, load_data, load_run, train
+from robustlab.train.optim import build_optimizer
+
+EPS = 0.1
+RECIPES = ["standard", "madry", "trades", "alp", "mart", "sml", "kurakin", "fast_at"]
+OUT = Path("runs/bench_defenses")
+
+
+# ---- cost ------------------------------------------------------------------------------------
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cost(repeats: int) -> dict:
+    cfg = load_config("configs/standard_fmnist.yaml", ["data.train_limit=128"])
+    ds = load_data(cfg)
+    from robustlab.experiment import build_model
+
+    model = build_model(cfg, ds).to(memory_format=torch.channels_last).train()
+    x = (ds.train.images[:128].float() / 255).to(memory_format=torch.channels_last)
+    y = ds.train.labels[:128]
+    optimizer = build_optimizer(cfg.optim, model)
+
+    def train_step(objective) -> None:
+        step = Step(model, x, y, adversary=objective.adversary)
+        for _ in range(objective.replays):
+            loss = objective(step)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def attack_step() -> None:  # one PGD iteration's unavoidable work: forward + input backward
+        with frozen_eval(model), torch.enable_grad():
+            xr = x.clone().requires_grad_(True)
+            input_grad(torch.nn.functional.cross_entropy(model(xr), y, reduction="none"), xr)
+
+    objectives = {r: build_objective(r, eps=EPS) for r in RECIPES}
+    timings: dict[str, list[float]] = {name: [] for name in [*RECIPES, "attack_step"]}
+    for _ in range(repeats):  # interleave so drifting load hits every entry alike
+        timings["attack_step"].append(_timed(attack_step, 3))
+        for r, objective in objectives.items():
+            timings[r].append(_timed(lambda o=objective: train_step(o), 1))
+    t = {name: statistics.median(v) for name, v in timings.items()}
+    k = objectives["madry"].adversary.attack.steps
+    return {"seconds": t, "k": k, "limit_ratio": t["madry"] / (k * t["attack_step"] + t["standard"]),
+            "repeats": repeats}
+
+
+def cost_section(res: dict) -> str:
+    t, k = res["seconds"], res["k"]
+    lines = [
+        "## Defense cost",
+        "",
+        f"`python benchmarks/defenses.py cost` ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}); one training step on a "
+        f"batch of 128 Fashion-MNIST images, small_cnn (channels_last), median of {res['repeats']} "
+        "interleaved repeats.",
+        "",
+        f"- madry (PGD-{k}) step / ({k} x attack step + 1 standard step) = "
+        f"**{res['limit_ratio']:.3f}** (target <= 1.10); attack step (forward + input backward, "
+        f"eval mode) {1000 * t['attack_step']:.1f} ms, standard step {1000 * t['standard']:.1f} ms.",
+        f"- trades / madry cost = **{t['trades'] / t['madry']:.2f}** (TRADES takes 10 KL steps and "
+        "two training forwards, madry 7 CE steps and one).",
+        "",
+        "| recipe | ms / step | x standard | x madry |",
+        "|---|---|---|---|",
+    ]
+    for r in RECIPES:
+        lines.append(f"| {r} | {1000 * t[r]:.1f} | {t[r] / t['standard']:.2f} | {t[r] / t['madry']:.2f} |")
+    lines.append("")
+    return "\n".join(wrap_prose(line) for line in lines)
+
+
+# ---- robustness table ------------------------------------------------------------------------
+
+def robust_accuracy(run_dir: Path, attack_name: str, n: int, **params) -> float:
+    loaded = load_run(run_dir)
+    cfg = loaded.cfg
+    cfg.data.test_limit = None
+    test = load_data(cfg).test
+    batches = Batches(test.subset(torch.arange(n)), 500, shuffle=False)
+    attack = ATTACKS.build(attack_name, eps=EPS, **params)
+    return attack_batches(loaded.model.eval(), batches, attack, device="cpu").robust_accuracy
+
+
+def evaluate_recipe(recipe: str, epochs: int, n_attack: int) -> dict:
+    run_dir = OUT / recipe
+    done = run_dir / "bench.json"
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved.get("epochs") == epochs and saved.get("attack_images") == n_attack:
+            return saved
+    cfg = load_config(f"configs/{recipe}_fmnist.yaml",
+                      [f"name={recipe}", f"out_dir={OUT}", f"train.epochs={epochs}"])
+    run = train(cfg, resume=True, force=False)
+    times = [r["time_s"] for r in run.history]
+    result = {
+        "recipe": recipe, "epochs": epochs, "attack_images": n_attack,
+        "train_minutes": sum(times) / 60,
+        "clean": evaluate_clean(run_dir)["clean_accuracy"],
+        "pgd20": robust_accuracy(run_dir, "pgd", n_attack, steps=20),
+    }
+    start = time.perf_counter()
+    result["autoattack"] = robust_accuracy(run_dir, "autoattack", n_attack)
+    result["autoattack_minutes"] = (time.perf_counter() - start) / 60
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def table_section(results: list[dict], epochs: int) -> str:
+    n = results[0]["attack_images"] if results else 0
+    lines = [
+        "## Defenses on Fashion-MNIST",
+        "",
+        f"`python benchmarks/defenses.py table --epochs {epochs}`: small_cnn trained with each "
+        f"recipe's config (`configs/<recipe>_fmnist.yaml`) for **{epochs} epochs** each (the same "
+        "for all; the configs' default is 15), eps 0.1 in training and attack. Clean accuracy on "
+        f"the 10,000 test images; PGD-20 (random start, step 2.5 eps / 20) and AutoAttack "
+        f"(standard version: APGD-CE, APGD-T, FAB-T, Square) on the first {n}.",
+        "",
+        "| recipe | clean | PGD-20 | AutoAttack | train min | AA min |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r['recipe']} | {100 * r['clean']:.2f}% | {100 * r['pgd20']:.1f}% | "
+                     f"{100 * r['autoattack']:.1f}% | {r['train_minutes']:.1f} | "
+                     f"{r['autoattack_minutes']:.1f} |")
+    lines.append("")
+    return "\n".join(wrap_prose(line) for line in lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["cost", "table"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--attack-images", type=int, default=1000)
+    parser.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if args.what == "cost":
+        text = cost_section(cost(args.repeats))
+        print(text)
+        if not args.no_write:
+            write_section(text)
+        return
+    results = []
+    for recipe in args.recipes:
+        results.append(evaluate_recipe(recipe, args.epochs, args.attack_images))
+        print(json.dumps(results[-1]), flush=True)
+        if not args.no_write:  # after each recipe, so a long run shows progress
+            write_section(table_section(results, args.epochs))
+    print(table_section(results, args.epochs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Shared by the benchmark scripts: replace one "## " section of results.md in place."""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results.md")
+
+
+def wrap_prose(line: str) -> str:
+    """Prose at results.md's width; tables and headings stay one line each."""
+    return line if line.startswith(("|", "#")) else textwrap.fill(line, 100, break_on_hyphens=False)
+
+
+def write_section(text: str) -> None:
+    """Replace the section whose "## " heading starts `text` (or append it), atomically."""
+    heading = text.splitlines()[0]
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    match = re.search(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", old, flags=re.M | re.S)
+    if match:  # keep the other sections as they are
+        rest = old[match.end():]
+        new = old[:match.start()] + text + ("\n" + rest if rest else "")
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    tmp = RESULTS.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, RESULTS)

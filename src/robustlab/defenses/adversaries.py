@@ -1,0 +1,148 @@
+"""How a recipe makes its training-time adversarial examples, from `robustlab.attacks` parts.
+
+An adversary is `(model, x, y) -> x_adv` for the first k <= B images of the batch. Attacks run
+the model in eval mode (BN running statistics, no dropout), as most reference implementations
+do; `mode="train"` attacks the model as it trains (BN batch statistics, dropout on) and restores
+every buffer afterwards, so the attack's forwards never move the running statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.attacks import ATTACKS, PGD, Attack
+from robustlab.errors import UserError, check_ranges
+
+MODES = ("eval", "train")
+
+
+class _TrainModeView(nn.Module):
+    """Runs `model` in train mode whatever mode the attack asks for. The model is hidden from
+    `modules()`, so the attack's eval()/freeze touches only this view."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self._hidden = (model,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        (model,) = self._hidden
+        was_training = model.training
+        model.train()
+        try:
+            return model(x)
+        finally:
+            model.train(was_training)
+
+
+@contextlib.contextmanager
+def _buffers_restored(model: nn.Module) -> Iterator[None]:
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise UserError(f"attack_mode={mode!r} is not allowed: choose eval or train")
+
+
+@dataclass
+class AttackAdversary:
+    """Attack the first round(fraction * B) images of each batch with `attack`."""
+
+    attack: Attack
+    mode: str = "eval"
+    fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        check_ranges([(0 < self.fraction <= 1, "fraction", self.fraction, "in (0, 1]")])
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        k = max(1, round(self.fraction * len(x)))
+        x, y = x[:k], y[:k]
+        if self.mode == "eval":
+            return self.attack(model, x, y)
+        with _buffers_restored(model):
+            return self.attack(_TrainModeView(model), x, y)
+
+
+def training_pgd(eps: float, steps: int, step_size: float | None = None, **params) -> PGD:
+    """The PGD preset with fresh random starts every step (torch's checkpointed generator)."""
+    return ATTACKS.build("pgd", eps=eps, steps=steps, step_size=step_size, noise="global", **params)
+
+
+@dataclass
+class RandomEpsOneStep:
+    """A one-step L-inf attack whose size is drawn per image: eps ~ |N(0, (max_eps / 2)^2)|
+    clipped to [0, max_eps] (Kurakin et al. 2017 Sec. 3; the Cascade paper Sec. 3.1).
+
+    For a sign step, clip(x + e * sign(g), 0, 1) = clip(x + e * sign(x_1 - x), 0, 1) with
+    x_1 the same attack at eps 1, so one attack call gives every image its own size.
+    """
+
+    attack: str = "step_ll"
+    max_eps: float = 0.1
+    fraction: float = 0.5
+    mode: str = "eval"
+    _unit: AttackAdversary = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_ranges([(0 < self.max_eps <= 1, "max_eps", self.max_eps, "in (0, 1]")])
+        unit = ATTACKS.build(self.attack, eps=1.0)
+        if not (isinstance(unit, PGD) and unit.steps == 1 and not unit.random_start):
+            raise UserError(f"attack={self.attack!r}: random-eps training needs a one-step attack "
+                            "without random start (step_ll, step_fgsm or fgsm)")
+        self._unit = AttackAdversary(unit, self.mode, self.fraction)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        x1 = self._unit(model, x, y)
+        x = x[: len(x1)]
+        sigma = self.max_eps / 2
+        eps = (torch.randn(len(x), device=x.device, dtype=x.dtype) * sigma).abs().clamp(max=self.max_eps)
+        return (x + eps.view(-1, *[1] * (x.dim() - 1)) * (x1 - x).sign()).clamp(0, 1)
+
+
+class FreeAdversary:
+    """Free adversarial training (Shafahi et al. 2019, Alg. 1): one perturbation delta, carried
+    across replays and minibatches, ascends with the input gradient of the same backward pass
+    that updates the weights: delta <- clip(delta + eps * sign(grad_x), -eps, eps)."""
+
+    def __init__(self, eps: float):
+        check_ranges([(0 < eps <= 1, "eps", eps, "in (0, 1]")])
+        self.eps = eps
+        self.delta: Tensor | None = None
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if self.delta is None or self.delta.shape[1:] != x.shape[1:]:
+            self.delta = torch.zeros_like(x)
+        if len(self.delta) < len(x):  # a larger batch than before: pad with zeros
+            pad = torch.zeros_like(x[len(self.delta):])
+            self.delta = torch.cat([self.delta, pad])
+        self.delta = self.delta.to(x.device, x.dtype)
+        return (x + self.delta[: len(x)]).clamp(0, 1).requires_grad_(True)
+
+    def after_backward(self, x_adv: Tensor) -> None:
+        """Take the ascent step with the gradient the training backward left on x_adv."""
+        if x_adv.grad is None:
+            raise UserError("free adversarial training found no input gradient: its loss must "
+                            "read the adversarial outputs (adv_ce)")
+        step = self.eps * x_adv.grad.sign()
+        with torch.no_grad():
+            k = len(x_adv)
+            self.delta[:k] = (self.delta[:k] + step).clamp(-self.eps, self.eps)
+
+    def state_dict(self) -> dict:
+        return {"delta": None if self.delta is None else self.delta.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.delta = state.get("delta")

@@ -1,0 +1,164 @@
+"""Recipes: how a defense makes its adversarial inputs + which terms with which weights.
+
+Every recipe is a function of eps (the training L-inf budget, in [0, 1] units) and the paper's
+hyperparameters; `build_objective` checks the options, builds the recipe, and applies extra
+terms from the config, so combining papers (ALP's pairing on top of TRADES, ...) is
+configuration, not a new class:
+
+    build_objective("trades", eps=0.1, beta=6.0, terms={"logit_pairing": 0.5})
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from robustlab.defenses.adversaries import (
+    AttackAdversary,
+    FreeAdversary,
+    RandomEpsOneStep,
+    check_mode,
+    training_pgd,
+)
+from robustlab.defenses.objective import Objective, check_params, make_terms
+from robustlab.errors import UserError, check_ranges
+from robustlab.registry import Registry
+
+RECIPES: Registry = Registry("recipe")
+
+
+def _pgd(eps: float, steps: int, step_size: float | None, attack_mode: str, **params) -> AttackAdversary:
+    check_mode(attack_mode)
+    return AttackAdversary(training_pgd(eps, steps, step_size, **params), attack_mode)
+
+
+def _objective(name: str, spec: dict, adversary=None, **kw) -> Objective:
+    return Objective(make_terms(spec), name=name, adversary=adversary, **kw)
+
+
+@RECIPES.register("standard", paper="standard (non-adversarial) training",
+                  adversary="none")
+def standard(eps: float | None = None, label_smoothing: float = 0.0) -> Objective:
+    """Plain empirical risk minimisation: the baseline every paper compares against."""
+    return _objective("standard", {"clean_ce": {"weight": 1.0, "label_smoothing": label_smoothing}})
+
+
+@RECIPES.register("madry", paper="Madry et al. 2018: PGD adversarial training (eq. 2.1)",
+                  adversary="PGD-k with random start (k=7, step 2.5 eps / k)")
+def madry(eps: float, steps: int = 7, step_size: float | None = None, attack_mode: str = "eval",
+          label_smoothing: float = 0.0) -> Objective:
+    return _objective("madry", {"adv_ce": {"weight": 1.0, "label_smoothing": label_smoothing}},
+                      _pgd(eps, steps, step_size, attack_mode))
+
+
+@RECIPES.register("trades", paper="TRADES, Zhang et al. 2019 eq. 5: CE(f(x), y) + beta KL(f(x) || f(x'))",
+                  adversary="PGD-10 on the KL from a N(0, 0.001^2) start")
+def trades(eps: float, beta: float = 6.0, steps: int = 10, step_size: float | None = None,
+           attack_mode: str = "eval", label_smoothing: float = 0.0) -> Objective:
+    adversary = _pgd(eps, steps, step_size, attack_mode, loss="kl", start_std=0.001)
+    return _objective("trades", {"clean_ce": {"weight": 1.0, "label_smoothing": label_smoothing},
+                                 "trades_kl": beta}, adversary)
+
+
+@RECIPES.register("mart", paper="MART, Wang et al. 2020: BCE(x') + beta KL(p(x) || p(x')) (1 - p_y(x))",
+                  adversary="PGD-10 on CE with random start")
+def mart(eps: float, beta: float = 6.0, steps: int = 10, step_size: float | None = None,
+         attack_mode: str = "eval") -> Objective:
+    return _objective("mart", {"mart_bce": 1.0, "mart_kl": beta},
+                      _pgd(eps, steps, step_size, attack_mode))
+
+
+@RECIPES.register("alp", paper="ALP, Kannan et al. 2018: CE on clean + adversarial halves + "
+                  "lambda ||z(x) - z(x')||^2", adversary="PGD-k with random start (k=7)")
+def alp(eps: float, pairing: float = 0.5, steps: int = 7, step_size: float | None = None,
+        attack_mode: str = "eval", label_smoothing: float = 0.0) -> Objective:
+    ce = {"label_smoothing": label_smoothing}
+    return _objective("alp", {"clean_ce": {"weight": 0.5, **ce}, "adv_ce": {"weight": 0.5, **ce},
+                              "logit_pairing": pairing}, _pgd(eps, steps, step_size, attack_mode))
+
+
+@RECIPES.register("sml", paper="SML / TLA, Mao et al. 2019: CE(x') + lambda1 angular triplet "
+                  "(adversarial anchor, clean positive, hard negative) + lambda2 L_norm",
+                  adversary="PGD-k with random start (k=7)")
+def sml(eps: float, margin: float = 0.03, triplet_weight: float = 2.0, norm_weight: float = 0.001,
+        steps: int = 7, step_size: float | None = None, attack_mode: str = "eval",
+        label_smoothing: float = 0.0) -> Objective:
+    """Weights and margin as Mao et al. (the values AGKD-BML reuses: m 0.03, 2, 0.001)."""
+    return _objective("sml", {"adv_ce": {"weight": 1.0, "label_smoothing": label_smoothing},
+                              "sml_triplet": {"weight": triplet_weight, "margin": margin},
+                              "embedding_norm": norm_weight},
+                      _pgd(eps, steps, step_size, attack_mode))
+
+
+@RECIPES.register("kurakin", paper="Kurakin et al. 2017 (Cascade paper Sec. 3.1): k of m images "
+                  "replaced by one-step adversarial ones, lambda-weighted CE",
+                  adversary="step_ll with per-image eps ~ clipped |N(0, (eps/2)^2)| on k = m/2")
+def kurakin(eps: float, lam: float = 0.3, adv_fraction: float = 0.5, attack: str = "step_ll",
+            attack_mode: str = "eval") -> Objective:
+    """eps is max_e, the largest training eps; lambda 0.3 and k/m = 64/128 as the Cascade paper."""
+    adversary = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=adv_fraction, mode=attack_mode)
+    return _objective("kurakin", {"kurakin_ce": {"weight": 1.0, "lam": lam}}, adversary)
+
+
+@RECIPES.register("fast_at", paper="Fast AT, Wong et al. 2020: FGSM from a uniform random start, "
+                  "step alpha = 1.25 eps", adversary="FGSM with random start, alpha 1.25 eps")
+def fast_at(eps: float, alpha: float | None = None, attack_mode: str = "eval",
+            label_smoothing: float = 0.0) -> Objective:
+    step = alpha if alpha is not None else 1.25 * eps
+    return _objective("fast_at", {"adv_ce": {"weight": 1.0, "label_smoothing": label_smoothing}},
+                      _pgd(eps, 1, step, attack_mode))
+
+
+@RECIPES.register("free_at", paper="Free AT, Shafahi et al. 2019 Alg. 1: each minibatch replayed m "
+                  "times; one backward gives the weight and the perturbation gradients",
+                  adversary="running perturbation, step eps per replay")
+def free_at(eps: float, replays: int = 8, label_smoothing: float = 0.0) -> Objective:
+    """Shafahi et al. divide the epochs by m to keep the cost of standard training."""
+    check_ranges([(isinstance(replays, int) and replays >= 1, "replays", replays, "an integer >= 1")])
+    return _objective("free_at", {"adv_ce": {"weight": 1.0, "label_smoothing": label_smoothing}},
+                      FreeAdversary(eps), replays=replays)
+
+
+def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: float = 0.0,
+                    terms: Mapping[str, Any] | None = None, **options: Any) -> Objective:
+    """The recipe's objective with `options`, plus extra or re-weighted `terms` (weight 0
+    drops a term). `label_smoothing` reaches the recipe's CE terms where it has them."""
+    factory = RECIPES.get(recipe)
+    check_params("recipe", recipe, factory, options, skip=("eps", "label_smoothing"))
+    if eps is not None:
+        check_ranges([(0 < eps <= 1, "eps", eps, "in (0, 1] (L-inf, in [0, 1] input units)")])
+    kwargs = dict(options)
+    if "label_smoothing" in _parameters(factory):
+        kwargs["label_smoothing"] = label_smoothing
+    elif label_smoothing:
+        raise UserError(f"recipe {recipe!r} has no CE term to smooth; set train.label_smoothing=0 "
+                        "or add a smoothed term under defense.terms")
+    if "eps" in _parameters(factory):
+        if eps is None and recipe != "standard":
+            raise UserError(f"recipe {recipe!r} needs eps (defense.eps), e.g. 0.1 for Fashion-MNIST")
+        kwargs["eps"] = eps
+    objective = factory(**kwargs)
+    if terms:
+        merged = {**objective.terms, **make_terms(terms)}
+        objective.terms = {name: term for name, term in merged.items() if term[1] != 0}
+    if not objective.terms:
+        raise UserError(f"recipe {recipe!r} has no term left: every weight is 0")
+    return objective
+
+
+def describe_recipes(eps: float = 0.1) -> list[dict[str, Any]]:
+    """Each recipe's paper, adversary, default term weights and options (for `robustlab recipes`)."""
+    rows = []
+    for name in RECIPES.names():
+        factory = RECIPES.get(name)
+        objective = factory(**({"eps": eps} if "eps" in _parameters(factory) else {}))
+        options = {p.name: p.default for p in inspect.signature(factory).parameters.values()
+                   if p.name not in ("eps", "label_smoothing")}
+        rows.append({"name": name, **RECIPES.info[name], "terms": objective.weights,
+                     "replays": objective.replays, "options": options})
+    return rows
+
+
+def _parameters(fn) -> set[str]:
+    return set(inspect.signature(fn).parameters)
