@@ -98,12 +98,16 @@ def test_lr_schedules_hand_values():
     assert onecycle(0) < onecycle(29) == 1.0 > onecycle(60) > onecycle(99)
 
 
-def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+@pytest.mark.parametrize("recipe", [
+    [],  # standard: one forward per step
+    ["defense.recipe=trades", "defense.options={steps: 2}", "train.monitor_images=16"],  # two forwards
+])
+def test_two_gloo_processes_end_with_identical_weights(tmp_path, recipe):
     script = Path(__file__).with_name("ddp_train.py")
     # --standalone: torchrun picks a free port itself (no race with other processes).
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(script), str(tmp_path),
-           *TINY, f"out_dir={tmp_path}", "name=ddp", "train.device=cpu"]
+           *TINY, f"out_dir={tmp_path}", "name=ddp", "train.device=cpu", *recipe]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""Evaluation: attacks over data sets, tables of robust accuracy."""
+"""Evaluation: attacks over data sets, tables of robust accuracy, gradient-masking checks
+(`robustlab.eval.masking`)."""
 
 from robustlab.eval.attack_run import AttackResult, attack_batches
 
