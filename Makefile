@@ -11,7 +11,7 @@ setup: .setup.stamp
 
 demo: setup
 	$(PYTHON) -m robustlab train --config configs/standard_fmnist.yaml --resume
-	$(PYTHON) -m robustlab eval runs/standard_fmnist
+	$(PYTHON) -m robustlab eval runs/standard_fmnist --suite quick
 
 test: setup
 	$(PYTHON) -m pytest

@@ -20,7 +20,8 @@ def trained_fmnist(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(None, [
         "model.options={width: 16, embedding_dim: 64}", "train.epochs=2", "data.train_limit=8192",
-        "data.test_limit=500", "train.channels_last=true", f"out_dir={out}", "name=fixture"])
+        "data.test_limit=500", "train.channels_last=true", "train.monitor_images=0", f"out_dir={out}",
+        "name=fixture"])
     run = train(cfg, log=lambda _: None)
     test = load_data(cfg).test
     model = run.model.cpu().eval().to(memory_format=torch.contiguous_format)

@@ -41,10 +41,23 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from robustlab.experiment import evaluate_clean
+    from robustlab.experiment import evaluate_clean, evaluate_suite
 
     if args.batch_size is not None and args.batch_size <= 0:
         raise UserError(f"--batch-size={args.batch_size} is out of range: expected > 0")
+    if args.suite:
+        report = evaluate_suite(args.run, args.suite, which=args.checkpoint, limit=args.limit,
+                                eps=args.eps, data_dir=args.data_dir, device=args.device,
+                                batch_size=args.batch_size, source=args.source, out=args.out)
+        if "files" in report:  # rank 0
+            if args.json:
+                print(json.dumps({k: v for k, v in report.items() if k != "files"}))
+            else:
+                from robustlab.report import markdown
+
+                print(markdown(report))
+                print(f"report: {report['files']['html']} (and report.md, report.json)")
+        return 0
     result = evaluate_clean(args.run, which=args.checkpoint, data_dir=args.data_dir,
                             batch_size=args.batch_size, device=args.device)
     if args.json:
@@ -52,6 +65,21 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(f"{result['run']} ({result['checkpoint']}): clean test accuracy "
               f"{result['clean_accuracy']:.4f} on {result['test_images']} {result['dataset']} images")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from robustlab.report import compare_html, compare_markdown, load_report
+
+    reports = [load_report(path) for path in args.runs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = compare_markdown(reports)
+    (out / "compare.md").write_text(text)
+    (out / "compare.html").write_text(compare_html(reports))
+    print(text + f"\nwritten to {out}/compare.md and compare.html")
     return 0
 
 
@@ -164,7 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.add_argument("--suite", help="evaluation suite: quick, papers, autoattack, full, or a YAML file; "
+                                   "writes RUN/report/report.{json,md,html} (without it: clean accuracy)")
+    p.add_argument("--limit", type=int, help="the first N test images (default: the suite's images)")
+    p.add_argument("--eps", type=float, help="L-inf budget (default: the data set's: 0.1 Fashion-MNIST, "
+                                             "0.3 MNIST, 8/255 CIFAR and SVHN)")
+    p.add_argument("--source", help="transfer-attack source run or checkpoint (default: a standard-"
+                                    "trained model on the same data, trained once and cached)")
+    p.add_argument("--out", help="report directory (default: RUN/report)")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("compare", help="runs side by side (their report.json), best per column marked")
+    p.add_argument("runs", nargs="+", help="run directories or report.json files")
+    p.add_argument("--out", default="runs/compare", help="where compare.md and compare.html go")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("attack", help="attack a run or checkpoint on its data set")
     p.add_argument("run", help="run directory (runs/NAME) or checkpoint file")

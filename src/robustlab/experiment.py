@@ -10,6 +10,7 @@ import random
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -265,3 +266,79 @@ def attack_run(path: str | Path, attack_name: str, params: dict, *, which: str =
             "seed": params.get("seed", 0)})
         summary["saved"] = str(save)
     return summary
+
+
+def _report_dir(path: Path, loaded: Loaded) -> Path:
+    """runs/NAME/report for a run directory or one of its checkpoints."""
+    run_dir = path if path.is_dir() else loaded.checkpoint.parent.parent
+    return run_dir / "report"
+
+
+def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Classifier:
+    """The default transfer source: a standard-trained model of the same architecture on the same
+    data (another seed), trained once on demand and cached in <out_dir>/_source_<data>_<model>."""
+    name = f"_source_{cfg.data.name}_{cfg.model.name}"
+    checkpoint = Path(cfg.out_dir) / name / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        if state["epoch"] >= config_from_dict(state["config"]).train.epochs:
+            return model_from_checkpoint(state).to(device).eval()
+    source = config_from_dict(cfg.to_dict())
+    source.name, source.seed = name, cfg.seed + 1
+    source.defense = type(cfg.defense)()
+    source.train.monitor_images = 0
+    source.data.train_limit = cfg.data.train_limit
+    log(f"training the transfer source {name} (standard, {source.train.epochs} epochs; cached)")
+    return train(source, resume=True, log=log).model.to(device).eval()
+
+
+def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", limit: int | None = None,
+                   eps: float | None = None, data_dir: str | None = None, device: str = "auto",
+                   batch_size: int | None = None, source: str | None = None, out: str | None = None,
+                   log: Callable[[str], None] = say) -> dict:
+    """Run an evaluation suite on a saved model and write its report (rank 0 under torchrun)."""
+    from robustlab import __version__
+    from robustlab.eval.suite import load_suite
+    from robustlab.eval.suite_run import Shard, run_suite
+    from robustlab.report import write_report
+
+    suite = load_suite(suite_name)
+    if limit is not None and limit <= 0:
+        raise UserError(f"--limit={limit} is out of range: expected > 0")
+    path = Path(path)
+    loaded = load_run(path, which, data_dir)
+    cfg = loaded.cfg
+    cfg.data.test_limit = None
+    ds = load_data(cfg)
+    n = min(len(ds.test), limit or suite.images or len(ds.test))
+    x, y = ds.test.images[:n].float().div(255), ds.test.labels[:n]
+    eps = eps if eps is not None else DEFAULT_EPS.get(ds.name, 0.1)
+    if not 0 < eps <= 1:
+        raise UserError(f"--eps={eps} is out of range: L-inf eps in (0, 1] (e.g. 0.1, 8/255)")
+    dist = dist_from_env()
+    dev = resolve_device(device, dist.local_rank)
+    init_distributed(dist, dev)
+    out_dir = Path(out) if out else _report_dir(path, loaded)
+
+    def sources(spec: str):
+        spec = source or spec
+        if spec == "standard":
+            return standard_source(cfg, dev, log if dist.is_main else (lambda _: None))
+        return load_run(spec, "last", data_dir).model.to(dev).eval()
+
+    if dist.is_main:
+        log(f"{suite.name} suite on {cfg.name} ({loaded.checkpoint}): {n} {ds.name} test images, "
+            f"eps {eps:.4g}, {len(suite.attacks)} attacks" + (f", {dist.world_size} processes" if dist.enabled
+                                                             else ""))
+    body = run_suite(loaded.model, x, y, suite, eps=eps, num_classes=ds.num_classes, device=dev,
+                     batch_size=batch_size or cfg.data.eval_batch_size, sources=sources,
+                     state_path=out_dir / "state.pt", shard=Shard(dist.rank, dist.world_size),
+                     log=log if dist.is_main else (lambda _: None))
+    report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
+              "model": cfg.model.name, "recipe": cfg.defense.recipe, **body,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "robustlab_version": __version__,
+              "environment": {"torch": torch.__version__, "device": str(dev), "processes": dist.world_size}}
+    if dist.is_main:
+        report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}
+    return report

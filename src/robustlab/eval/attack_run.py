@@ -26,9 +26,11 @@ class AttackResult:
     seconds: float
     x_adv: list[Tensor] = field(default_factory=list, repr=False)
     labels: list[Tensor] = field(default_factory=list, repr=False)
+    # Per image, in input order: clean prediction right, adversarial prediction right, norms.
+    per_sample: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("x_adv", "labels")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("x_adv", "labels", "per_sample")}
 
 
 def attack_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], attack: Attack, *,
@@ -36,7 +38,7 @@ def attack_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], a
                    progress: bool | None = None) -> AttackResult:
     """Attack every batch; `keep` returns the adversarial images (on the CPU) for saving."""
     n = clean_ok = adv_ok = broken = 0
-    linf, l2 = [], []
+    linf, l2, clean_all, adv_all = [], [], [], []
     kept_x, kept_y = [], []
     start = time.perf_counter()
     total = len(batches) if hasattr(batches, "__len__") else None
@@ -50,6 +52,8 @@ def attack_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], a
             clean = model(x).argmax(1) == y
             adv = model(x_adv).argmax(1) == y
             model.train(was)
+        clean_all.append(clean.cpu())
+        adv_all.append(adv.cpu())
         delta = (x_adv - x).flatten(1)
         linf.append(delta.abs().amax(1).cpu())
         l2.append(delta.norm(dim=1).cpu())
@@ -68,4 +72,10 @@ def attack_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], a
         linf_mean=linf_all.mean().item() if n else 0.0, linf_max=linf_all.max().item() if n else 0.0,
         l2_mean=l2_all.mean().item() if n else 0.0, l2_max=l2_all.max().item() if n else 0.0,
         seconds=time.perf_counter() - start, x_adv=kept_x, labels=kept_y,
+        per_sample={"clean": _cat(clean_all, torch.bool), "robust": _cat(adv_all, torch.bool),
+                    "linf": linf_all, "l2": l2_all},
     )
+
+
+def _cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)

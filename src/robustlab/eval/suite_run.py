@@ -1,0 +1,222 @@
+"""Run a `Suite` on a model: every attack on every image, the per-sample worst case, the curves
+and the gradient-masking checks, as one report dict (schema: docs/report.md).
+
+Each finished attack is saved to a state file, so an interrupted evaluation resumes where it
+stopped; under torchrun each process attacks its share of the images (rank r takes images
+r, r + W, ...) and rank 0 gathers the per-sample results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.attacks import ATTACKS, transfer
+from robustlab.eval import masking
+from robustlab.eval.attack_run import attack_batches
+from robustlab.eval.suite import Suite, SuiteAttack
+from robustlab.io import atomic_torch_save, plain_torch_load
+
+SCHEMA = "robustlab.report/1"
+
+
+@dataclass
+class Shard:
+    """This process's share of the images (rank r of W takes r, r + W, ...)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def gather(self, local: dict[str, Tensor], n: int) -> dict[str, Tensor]:
+        """Every rank's per-sample tensors put back in image order (on every rank)."""
+        if not self.enabled:
+            return local
+        parts: list = [None] * self.world_size
+        torch.distributed.all_gather_object(parts, {k: v.cpu() for k, v in local.items()})
+        out = {}
+        for key, value in local.items():
+            full = torch.zeros(n, dtype=value.dtype)
+            for rank, part in enumerate(parts):
+                full[rank::self.world_size] = part[key]
+            out[key] = full
+        return out
+
+
+class State:
+    """Finished entries of one evaluation, saved after each (atomic), keyed by the suite's
+    fingerprint and the image count so a resume never mixes two evaluations."""
+
+    def __init__(self, path: Path | None, key: str, writer: bool):
+        self.path, self.key, self.writer = path, key, writer
+        self.entries: dict[str, dict] = {}
+        if path is not None and path.is_file():
+            saved = plain_torch_load(path, "evaluation state", "delete it to start the evaluation afresh")
+            if saved.get("key") == key:
+                self.entries = saved["entries"]
+
+    def get(self, name: str) -> dict | None:
+        return self.entries.get(name)
+
+    def put(self, name: str, value: dict) -> None:
+        self.entries[name] = value
+        if self.path is not None and self.writer:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({"key": self.key, "entries": self.entries}, self.path)
+
+
+def _batches(x: Tensor, y: Tensor, batch_size: int, device):
+    for start in range(0, len(y), batch_size):
+        yield x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+
+
+def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: float, num_classes: int,
+              device: torch.device | str = "cpu", batch_size: int = 500,
+              sources: Callable[[str], nn.Module] | None = None, state_path: Path | None = None,
+              shard: Shard | None = None, log: Callable[[str], None] = print) -> dict:
+    """The report's evaluation part for images x [N, C, H, W] in [0, 1] with labels y."""
+    shard = shard or Shard()
+    n = len(y)
+    model = model.to(device).eval()
+    state = State(state_path, f"{suite.fingerprint()}:{n}:{eps}", writer=shard.rank == 0)
+    mine_x, mine_y = x[shard.rank::shard.world_size], y[shard.rank::shard.world_size]
+
+    def evaluate(name: str, attack) -> dict:
+        """Per-sample outcome of `attack` on all N images (resumed from the state if saved)."""
+        done = state.get(name)
+        if done is not None:
+            return done
+        start = time.perf_counter()
+        result = attack_batches(model, _batches(mine_x, mine_y, batch_size, device), attack,
+                                device=device, progress=shard.rank == 0)
+        value = shard.gather(result.per_sample, n)
+        value["seconds"] = time.perf_counter() - start
+        state.put(name, value)
+        if shard.rank == 0:
+            log(f"  {name}: accuracy {value['robust'].float().mean().item():.4f} "
+                f"({value['seconds']:.1f} s)")
+        return value
+
+    columns = []
+    clean = None
+    for entry in suite.attacks:
+        attack = entry.build(eps)
+        if entry.source is not None:
+            if sources is None:
+                raise ValueError(f"{entry.label} needs a source model, but no source resolver was given")
+            attack = transfer(sources(entry.source), attack)
+        outcome = evaluate(entry.label, attack)
+        clean = outcome["clean"]
+        columns.append(_column(entry, eps, outcome))
+
+    curves = {}
+    steps = suite.curves.get("steps") or []
+    if steps:
+        curves["steps"] = {str(s): _accuracy(evaluate(f"curve steps={s}", ATTACKS.build(
+            "pgd", eps=eps, steps=int(s), step_size=0.25 * eps))) for s in steps}
+    factors = suite.curves.get("eps_factors") or []
+    if factors:
+        curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(f"curve eps x{f:g}", ATTACKS.build(
+            "pgd", eps=f * eps, steps=20))) for f in factors}
+
+    outcomes = {c["label"]: state.get(c["label"]) for c in columns}
+    worst = _worst_case(columns, outcomes, clean, n)
+    checks = _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_classes,
+                             evaluate, device)
+    return {
+        "schema": SCHEMA,
+        "suite": suite.name,
+        "images": n,
+        "eps": eps,
+        "clean_accuracy": clean.float().mean().item() if clean is not None else _clean(model, x, y, device),
+        "attacks": columns,
+        "worst_case": worst,
+        "curves": curves,
+        "masking": {"checks": [c.to_dict() for c in checks], "verdict": masking.verdict(checks)},
+    }
+
+
+def _accuracy(outcome: dict) -> float:
+    return outcome["robust"].float().mean().item()
+
+
+def _column(entry: SuiteAttack, eps: float, outcome: dict) -> dict:
+    clean, robust = outcome["clean"], outcome["robust"]
+    broken = clean & ~robust
+    return {
+        "label": entry.label, "attack": entry.attack, "kind": entry.kind, "eps": entry.eps_factor * eps,
+        "params": {**entry.params, **({"step_size": entry.step_factor * entry.eps_factor * eps}
+                                      if entry.step_factor is not None else {})},
+        "source": entry.source, "worst_case": entry.worst_case,
+        "accuracy": _accuracy(outcome),
+        "success_rate": broken.float().sum().item() / max(1, int(clean.sum())),
+        "linf_mean": outcome["linf"].mean().item() if len(robust) else 0.0,
+        "l2_mean": outcome["l2"].mean().item() if len(robust) else 0.0,
+        "seconds": outcome["seconds"],
+    }
+
+
+def _worst_case(columns: list[dict], outcomes: dict, clean: Tensor | None, n: int) -> dict:
+    """Robust = correct under every worst-case attack; each broken point is credited to the first
+    attack (in suite order) that broke it."""
+    if clean is None:
+        return {"accuracy": None, "attacks": [], "broken_by": {}}
+    robust = clean.clone()
+    broken_by: dict[str, int] = {}
+    used = [c["label"] for c in columns if c["worst_case"]]
+    for label in used:
+        newly = robust & ~outcomes[label]["robust"]
+        if newly.any():
+            broken_by[label] = int(newly.sum())
+        robust &= outcomes[label]["robust"]
+    return {"accuracy": robust.float().mean().item(), "attacks": used, "broken_by": broken_by,
+            "clean_wrong": int((~clean).sum())}
+
+
+def _first(columns: list[dict], test) -> dict | None:
+    return next((c for c in columns if test(c)), None)
+
+
+def _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_classes, evaluate,
+                    device) -> list[masking.Check]:
+    at_eps = [c for c in columns if abs(c["eps"] - eps) < 1e-12]
+    single = _first(at_eps, lambda c: c["kind"] == "single_step" and c["attack"] in ("fgsm", "step_fgsm"))
+    pgd = _first(at_eps, lambda c: c["attack"] == "pgd" and c["kind"] == "iterative"
+                 and c["params"].get("steps", 20) >= 20) or _first(at_eps, lambda c: c["kind"] == "iterative")
+    checks = masking.probe(model, x[:256].to(device), y[:256].to(device))
+    if single and pgd:
+        checks.append(masking.iterative_vs_single_step(single["accuracy"], pgd["accuracy"]))
+    large = suite.masking.get("large_eps")
+    if large:
+        outcome = evaluate(f"masking PGD-20 eps={large:g}", ATTACKS.build("pgd", eps=float(large), steps=20))
+        checks.append(masking.large_eps(_accuracy(outcome), float(large), num_classes))
+    if "steps" in curves:
+        checks.append(masking.more_steps({int(k): v for k, v in curves["steps"].items()}))
+    white = [c for c in at_eps if c["kind"] in ("single_step", "iterative") and c["attack"] != "autoattack"]
+    black = [c for c in at_eps if c["kind"] == "transfer"]
+    if white and black:
+        white_broken = ~torch.stack([outcomes[c["label"]]["robust"] for c in white]).all(0)
+        black_broken = ~torch.stack([outcomes[c["label"]]["robust"] for c in black]).all(0)
+        clean = outcomes[white[0]["label"]]["clean"]
+        checks.append(masking.black_box_vs_white_box(white_broken & clean, black_broken & clean))
+    free = [c for c in at_eps if c["kind"] == "gradient_free"]
+    if free and pgd:
+        checks.append(masking.gradient_free_vs_gradient(min(c["accuracy"] for c in free), pgd["accuracy"]))
+    aa = _first(at_eps, lambda c: c["attack"] == "autoattack")
+    if aa and pgd:
+        checks.append(masking.autoattack_vs_pgd(aa["accuracy"], pgd["accuracy"]))
+    return checks
+
+
+@torch.no_grad()
+def _clean(model, x, y, device) -> float:
+    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in _batches(x, y, 500, device))
+    return correct / max(1, len(y))

@@ -1,0 +1,61 @@
+"""Runs side by side, like the papers' Table 1: one row per run, one column per attack, the
+best value of each column marked (bold in Markdown, highlighted in HTML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from robustlab.errors import UserError
+from robustlab.report.render import html_table, md_table, page, pct
+
+
+def load_report(path: str | Path) -> dict:
+    """A run directory's report/report.json, or a report.json file."""
+    path = Path(path)
+    file = path / "report" / "report.json" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{path} has no report/report.json; run `robustlab eval {path} --suite quick` first")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{file} is not valid JSON ({exc.msg}); evaluate the run again") from None
+
+
+def comparison(reports: list[dict]) -> tuple[list[str], list[list[float | None]]]:
+    """Column labels (clean, every attack in first-seen order, worst case) and the values."""
+    labels: list[str] = []
+    for report in reports:
+        labels += [a["label"] for a in report["attacks"] if a["label"] not in labels]
+    columns = ["clean", *labels, "worst case"]
+    rows = []
+    for report in reports:
+        by_label = {a["label"]: a["accuracy"] for a in report["attacks"]}
+        rows.append([report["clean_accuracy"], *[by_label.get(label) for label in labels],
+                     report["worst_case"]["accuracy"]])
+    return columns, rows
+
+
+def _best(rows: list[list[float | None]]) -> list[float | None]:
+    columns = list(zip(*rows)) if rows else []
+    return [max((v for v in col if v is not None), default=None) for col in columns]
+
+
+def compare_markdown(reports: list[dict]) -> str:
+    columns, rows = comparison(reports)
+    best = _best(rows)
+    cells = [[r["run"], *[("**" + pct(v) + "**") if v is not None and v == best[j] and len(rows) > 1
+                          else pct(v) for j, v in enumerate(row)]] for r, row in zip(reports, rows)]
+    return md_table(["run", *columns], cells) + "\n"
+
+
+def compare_html(reports: list[dict]) -> str:
+    columns, rows = comparison(reports)
+    best = _best(rows)
+    cells = [[r["run"], *[pct(v) for v in row]] for r, row in zip(reports, rows)]
+    classes = [["", *["best" if v is not None and v == best[j] and len(rows) > 1 else ""
+                      for j, v in enumerate(row)]] for row in rows]
+    notes = "".join(f"<li>{r['run']}: {r['dataset']}, {r['model']}, recipe {r.get('recipe', '?')}, "
+                    f"eps {r['eps']:.4g}, {r['images']} images, suite {r['suite']}</li>" for r in reports)
+    body = f"<h1>Comparison</h1>{html_table(['run', *columns], cells, classes)}<ul>{notes}</ul>"
+    return page("robustlab comparison", body)

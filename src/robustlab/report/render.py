@@ -1,0 +1,188 @@
+"""A report dict (schema.json, docs/report.md) as report.json, report.md and report.html.
+
+The HTML is one self-contained file: inline CSS and SVG plots, no script, no network, so it
+opens offline and can be mailed as is.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+SCHEMA_FILE = Path(__file__).with_name("schema.json")
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write the three files atomically; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
+    texts = {"json": json.dumps(report, indent=1) + "\n", "md": markdown(report), "html": to_html(report)}
+    for kind, path in files.items():
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(texts[kind])
+        os.replace(tmp, path)
+    return files
+
+
+def _header(report: dict) -> str:
+    return (f"{report['dataset']}, {report['model']}, recipe {report.get('recipe', '?')}; "
+            f"L-inf eps {report['eps']:.4g}; {report['images']} test images; suite {report['suite']}")
+
+
+def attack_rows(report: dict) -> list[list[str]]:
+    rows = [["clean", "-", pct(report["clean_accuracy"]), "-", "-", "-", "-"]]
+    for a in report["attacks"]:
+        rows.append([a["label"], f"{a['eps']:.4g}", pct(a["accuracy"]), pct(a["success_rate"], 1),
+                     f"{a['linf_mean']:.4f}", f"{a['l2_mean']:.3f}", f"{a['seconds']:.1f} s"])
+    return rows
+
+
+ATTACK_HEAD = ["attack", "eps", "accuracy", "success rate", "mean L-inf", "mean L2", "time"]
+
+
+def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _worst_line(report: dict) -> str:
+    worst = report["worst_case"]
+    if worst["accuracy"] is None:
+        return "No attack entered the worst case."
+    by = ", ".join(f"{k} {v}" for k, v in worst["broken_by"].items()) or "none"
+    return (f"Worst case over {len(worst['attacks'])} attacks (per image: correct under all of "
+            f"them): **{pct(worst['accuracy'])}**. Images first broken by: {by}.")
+
+
+def markdown(report: dict) -> str:
+    parts = [f"# Robustness report: {report['run']}", "", _header(report), "",
+             md_table(ATTACK_HEAD, attack_rows(report)), "", _worst_line(report), ""]
+    for name, curve in report["curves"].items():
+        parts += [f"## Accuracy vs {'PGD steps' if name == 'steps' else 'eps'}", "",
+                  md_table([name, "accuracy"], [[k, pct(v)] for k, v in curve.items()]), ""]
+    rows = [[c["name"], c["status"], c["message"]] for c in report["masking"]["checks"]]
+    parts += ["## Gradient-masking checks", "", md_table(["check", "status", "detail"], rows),
+              "", report["masking"]["verdict"], "",
+              f"robustlab {report['robustlab_version']}, {report['created']}", ""]
+    return "\n".join(parts)
+
+
+# ---- HTML --------------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:60em;
+color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .7em;text-align:right}
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+.warn{background:#fde2c8}.pass{background:#dff3df}.skip{color:#888}.best{font-weight:bold;background:#e6f0ff}
+td.text{text-align:left}.verdict{padding:.8em;border-left:4px solid #888;background:#f7f7f7}
+svg text{font-size:12px;font-family:sans-serif}
+"""
+
+
+def html_table(head: Sequence[str], rows: Sequence[Sequence[str]],
+               classes: Sequence[Sequence[str]] | None = None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for i, row in enumerate(rows):
+        cells = []
+        for j, cell in enumerate(row):
+            cls = classes[i][j] if classes else ""
+            attr = f' class="{cls}"' if cls else ""
+            cells.append(f"<td{attr}>{html.escape(cell)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def svg_bars(labels: Sequence[str], values: Sequence[float], title: str) -> str:
+    """Horizontal bars of accuracies in [0, 1]."""
+    width, bar, left = 640, 18, 170
+    height = 30 + bar * len(labels) + 20
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}"><title>{html.escape(title)}</title>',
+             f'<text x="{left}" y="16">{html.escape(title)}</text>']
+    scale = width - left - 60
+    for i, (label, value) in enumerate(zip(labels, values)):
+        y = 26 + i * bar
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>')
+        parts.append(f'<rect x="{left}" y="{y + 2}" width="{max(1.0, scale * value):.1f}" '
+                     f'height="{bar - 4}" fill="#4a78c2"/>')
+        parts.append(f'<text x="{left + scale * value + 4:.1f}" y="{y + 13}">{100 * value:.1f}%</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_line(points: Sequence[tuple[float, float]], title: str, xlabel: str, log_x: bool = False) -> str:
+    """A line plot of accuracy (y in [0, 1]) against x."""
+    width, height, left, bottom, top, right = 480, 280, 50, 40, 28, 20
+    xs = [math.log10(x) if log_x else x for x, _ in points]
+    lo, hi = min(xs), max(xs)
+    span = hi - lo or 1.0
+
+    def px(x: float) -> float:
+        return left + (x - lo) / span * (width - left - right)
+
+    def py(y: float) -> float:
+        return height - bottom - y * (height - bottom - top)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}"><title>{html.escape(title)}</title>',
+             f'<text x="{left}" y="16">{html.escape(title)}</text>',
+             f'<line x1="{left}" y1="{py(0)}" x2="{width - right}" y2="{py(0)}" stroke="#333"/>',
+             f'<line x1="{left}" y1="{py(0)}" x2="{left}" y2="{py(1)}" stroke="#333"/>']
+    for tick in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">'
+                     f'{int(100 * tick)}%</text>')
+        parts.append(f'<line x1="{left}" y1="{py(tick):.1f}" x2="{width - right}" y2="{py(tick):.1f}" '
+                     'stroke="#eee"/>')
+    for (x, _), xv in zip(points, xs):
+        parts.append(f'<text x="{px(xv):.1f}" y="{height - bottom + 16}" text-anchor="middle">{x:g}</text>')
+    path = " ".join(f"{'M' if i == 0 else 'L'}{px(xv):.1f},{py(y):.1f}" for i, (xv, (_, y)) in
+                    enumerate(zip(xs, points)))
+    parts.append(f'<path d="{path}" fill="none" stroke="#c2452d" stroke-width="2"/>')
+    for xv, (_, y) in zip(xs, points):
+        parts.append(f'<circle cx="{px(xv):.1f}" cy="{py(y):.1f}" r="3" fill="#c2452d"/>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">'
+                 f'{html.escape(xlabel)}</text></svg>')
+    return "".join(parts)
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def to_html(report: dict) -> str:
+    attacks = report["attacks"]
+    body = [f"<h1>Robustness report: {html.escape(report['run'])}</h1>",
+            f"<p>{html.escape(_header(report))}</p>",
+            html_table(ATTACK_HEAD, attack_rows(report)),
+            f"<p>{html.escape(_worst_line(report)).replace('**', '')}</p>",
+            svg_bars(["clean", *[a["label"] for a in attacks]],
+                     [report["clean_accuracy"], *[a["accuracy"] for a in attacks]], "accuracy per attack")]
+    for name, curve in report["curves"].items():
+        points = [(float(k), v) for k, v in curve.items()]
+        body.append(f"<h2>Accuracy vs {'PGD steps' if name == 'steps' else 'eps'}</h2>")
+        body.append(svg_line(points, f"accuracy vs {name}", "PGD steps" if name == "steps" else "eps",
+                             log_x=name == "steps"))
+    checks = report["masking"]["checks"]
+    body += ["<h2>Gradient-masking checks</h2>",
+             html_table(["check", "status", "detail"],
+                        [[c["name"], c["status"], c["message"]] for c in checks],
+                        [["", c["status"], "text"] for c in checks]),
+             f"<p class=\"verdict\">{html.escape(report['masking']['verdict'])}</p>",
+             f"<p><small>robustlab {html.escape(report['robustlab_version'])}, "
+             f"{html.escape(report['created'])}</small></p>"]
+    return page(f"robustlab report: {report['run']}", "\n".join(body))
+
+
+def schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text())
