@@ -188,3 +188,27 @@ def test_sharded_evaluation_under_torchrun_matches_one_process(runs, tmp_path):
         keys = ("label", "accuracy", "success_rate")
         assert [a[k] for k in keys] == [b[k] for k in keys]
     assert one["worst_case"] == two["worst_case"]
+
+
+def test_transfer_from_a_cached_standard_source_curves_and_their_checks(runs, tmp_path):
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("name: mine\nattacks:\n"
+                     "  - {label: PGD-20, attack: pgd, steps: 20}\n"
+                     "  - {label: transfer PGD-20, attack: pgd, steps: 20, source: standard}\n"
+                     "curves: {steps: [1, 5], eps_factors: [0.5, 1]}\n")
+    logs = []
+    report = evaluate_suite(runs / "adv", str(suite), limit=24, out=str(tmp_path / "r"), log=logs.append)
+    assert any("training the transfer source" in line for line in logs)
+    source_dir = runs / "_source_synthetic_small_cnn"
+    assert (source_dir / "checkpoints" / "last.pt").is_file()
+    assert load_config(source_dir / "config.yaml").defense.recipe == "standard"
+    transfer_col = report["attacks"][1]
+    assert transfer_col["kind"] == "transfer" and transfer_col["source"] == "standard"
+    assert set(report["curves"]) == {"steps", "eps"} and list(report["curves"]["steps"]) == ["1", "5"]
+    names = {c["name"] for c in report["masking"]["checks"]}
+    assert {"black_box_vs_white_box", "more_steps"} <= names
+    assert report["curves"]["eps"]["0.05"] >= report["curves"]["eps"]["0.1"]
+    assert "<path d=" in Path(report["files"]["html"]).read_text()  # the curve plots
+    logs.clear()
+    evaluate_suite(runs / "adv", str(suite), limit=24, out=str(tmp_path / "again"), log=logs.append)
+    assert not any("training the transfer source" in line for line in logs)  # cached
