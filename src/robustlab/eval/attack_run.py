@@ -35,14 +35,14 @@ class AttackResult:
 
 def attack_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], attack: Attack, *,
                    device: torch.device | str = "cpu", keep: bool = False,
-                   progress: bool | None = None) -> AttackResult:
+                   progress: bool | None = None, desc: str = "attack") -> AttackResult:
     """Attack every batch; `keep` returns the adversarial images (on the CPU) for saving."""
     n = clean_ok = adv_ok = broken = 0
     linf, l2, clean_all, adv_all = [], [], [], []
     kept_x, kept_y = [], []
     start = time.perf_counter()
     total = len(batches) if hasattr(batches, "__len__") else None
-    for x, y in tqdm(batches, total=total, desc="attack", unit="batch", disable=progress is False
+    for x, y in tqdm(batches, total=total, desc=desc, unit="batch", disable=progress is False
                      if progress is not None else None, leave=False):
         x, y = x.to(device), y.to(device)
         x_adv = attack(model, x, y)

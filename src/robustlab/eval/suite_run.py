@@ -73,9 +73,22 @@ class State:
             atomic_torch_save({"key": self.key, "entries": self.entries}, self.path)
 
 
-def _batches(x: Tensor, y: Tensor, batch_size: int, device):
-    for start in range(0, len(y), batch_size):
-        yield x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+@dataclass
+class _Batches:
+    """Consecutive batches of in-memory images, with a length for the progress bar."""
+
+    x: Tensor
+    y: Tensor
+    batch_size: int
+    device: torch.device | str
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.y), self.batch_size):
+            end = start + self.batch_size
+            yield self.x[start:end].to(self.device), self.y[start:end].to(self.device)
 
 
 def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: float, num_classes: int,
@@ -95,8 +108,8 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         if done is not None:
             return done
         start = time.perf_counter()
-        result = attack_batches(model, _batches(mine_x, mine_y, batch_size, device), attack,
-                                device=device, progress=shard.rank == 0)
+        result = attack_batches(model, _Batches(mine_x, mine_y, batch_size, device), attack,
+                                device=device, progress=shard.rank == 0, desc=name)
         value = shard.gather(result.per_sample, n)
         value["seconds"] = time.perf_counter() - start
         state.put(name, value)
@@ -218,5 +231,5 @@ def _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_clas
 
 @torch.no_grad()
 def _clean(model, x, y, device) -> float:
-    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in _batches(x, y, 500, device))
+    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in _Batches(x, y, 500, device))
     return correct / max(1, len(y))
