@@ -123,3 +123,9 @@ def test_verdict_names_the_warnings_in_plain_words():
     assert text.startswith("Robustness is probably overstated by gradient masking")
     assert "autoattack_vs_pgd" in text and "large_eps" not in text
     assert checks[0].to_dict()["numbers"] == {"autoattack": 0.30, "pgd": 0.40}
+
+
+def test_a_trained_honest_model_raises_no_warning(trained_fmnist):
+    model, x, y = trained_fmnist
+    checks = masking.probe(model, x[:200], y[:200])
+    assert all(c.status == "pass" for c in checks), [c.message for c in checks if c.status != "pass"]
