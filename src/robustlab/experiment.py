@@ -101,16 +101,18 @@ def build_defense(cfg: Config, ds: Dataset):
 
 
 def robust_monitor(cfg: Config, ds: Dataset) -> RobustMonitor | None:
-    """PGD-k accuracy at the training eps on fixed held-out images (the validation split when
-    there is one, else the test split), checked every evaluated epoch."""
+    """PGD-k accuracy at the training eps on fixed held-out images, checked every evaluated
+    epoch: the validation split when there is one, else the *last* N test images, so the
+    evaluation suites (the first N) never score the images that picked best_robust.pt."""
     from robustlab.attacks import ATTACKS
 
     n = cfg.train.monitor_images
     if n == 0:
         return None
-    held = validation_split(ds.train, cfg.data.val_fraction, cfg.seed)[1] if cfg.data.val_fraction \
-        else ds.test
-    held = _first(held, n, cfg.seed + 3)
+    if cfg.data.val_fraction:
+        held = _first(validation_split(ds.train, cfg.data.val_fraction, cfg.seed)[1], n, cfg.seed + 3)
+    else:
+        held = ds.test.subset(torch.arange(max(0, len(ds.test) - n), len(ds.test)))
     x, y = held.images.float().div(255), held.labels
     attack = ATTACKS.build("pgd", eps=training_eps(cfg, ds), steps=cfg.train.monitor_steps)
     return RobustMonitor(x, y, attack, batch_size=cfg.data.eval_batch_size)
@@ -137,7 +139,9 @@ def prepare_run_dir(cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -
     barrier(dist)
     exists = run_dir.exists() and any(run_dir.iterdir())
     if exists and resume and config_file.is_file():
-        saved = read_yaml(config_file)
+        # Fill the saved file's defaults first: a key added to Config since the run started is
+        # not a difference.
+        saved = config_from_dict(read_yaml(config_file)).to_dict()
         diffs = _same_except(saved, cfg.to_dict(), allowed={"train.epochs", "data.data_dir"})
         if diffs:
             raise UserError(
@@ -203,7 +207,9 @@ def load_run(path: str | Path, which: str = "last", data_dir: str | None = None)
     if path.is_dir():
         candidate = path / "checkpoints" / f"{which}.pt"
         if not candidate.is_file():
-            raise UserError(f"{path} has no checkpoints/{which}.pt; is it a finished robustlab run?")
+            hint = ("best_robust.pt is kept only while the robust monitor runs (train.monitor_images > 0)"
+                    if which == "best_robust" else "is it a finished robustlab run?")
+            raise UserError(f"{path} has no checkpoints/{which}.pt; {hint}")
         path = candidate
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
@@ -269,9 +275,10 @@ def attack_run(path: str | Path, attack_name: str, params: dict, *, which: str =
 
 
 def _report_dir(path: Path, loaded: Loaded) -> Path:
-    """runs/NAME/report for a run directory or one of its checkpoints."""
+    """runs/NAME/report for the last checkpoint, runs/NAME/report_<which> for another."""
     run_dir = path if path.is_dir() else loaded.checkpoint.parent.parent
-    return run_dir / "report"
+    which = loaded.checkpoint.stem
+    return run_dir / ("report" if which == "last" else f"report_{which}")
 
 
 def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Classifier:
@@ -333,6 +340,7 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
     body = run_suite(loaded.model, x, y, suite, eps=eps, num_classes=ds.num_classes, device=dev,
                      batch_size=batch_size or cfg.data.eval_batch_size, sources=sources,
                      state_path=out_dir / "state.pt", shard=Shard(dist.rank, dist.world_size),
+                     state_key=f"{loaded.checkpoint.resolve()}@{loaded.state.get('global_step')}:{source}",
                      log=log if dist.is_main else (lambda _: None))
     report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
               "model": cfg.model.name, "recipe": cfg.defense.recipe, **body,

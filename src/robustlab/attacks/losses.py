@@ -14,8 +14,8 @@ from torch import Tensor
 AttackLoss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
 
-def _other_max(logits: Tensor, cls: Tensor) -> Tensor:
-    """max_{j != cls} z_j."""
+def other_max(logits: Tensor, cls: Tensor) -> Tensor:
+    """max_{j != cls} z_j (of logits or of probabilities)."""
     return logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(1)
 
 
@@ -35,9 +35,9 @@ def cw_margin(logits: Tensor, y: Tensor, target: Tensor | None = None, kappa: fl
     """Carlini & Wagner (2017) margin, eq. f6, negated to be increased:
     min(max_{j!=y} z_j - z_y, kappa) untargeted; min(z_t - max_{j!=t} z_j, kappa) targeted."""
     if target is None:
-        margin = _other_max(logits, y) - _at(logits, y)
+        margin = other_max(logits, y) - _at(logits, y)
     else:
-        margin = _at(logits, target) - _other_max(logits, target)
+        margin = _at(logits, target) - other_max(logits, target)
     return margin.clamp(max=kappa)
 
 
@@ -46,16 +46,21 @@ def dlr(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
     -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3); targeted -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2)."""
     top = logits.sort(1, descending=True).values
     if target is None:
-        return -(_at(logits, y) - _other_max(logits, y)) / (top[:, 0] - top[:, 2] + 1e-12)
+        return -(_at(logits, y) - other_max(logits, y)) / (top[:, 0] - top[:, 2] + 1e-12)
     scale = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12
     return -(_at(logits, y) - _at(logits, target)) / scale
+
+
+def kl_divergence(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """Per-sample KL(p || q) = sum_c p_c (log p_c - log q_c) from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(1)
 
 
 def kl(logits: Tensor, y: Tensor, target: Tensor | None = None, *, reference: Tensor) -> Tensor:
     """KL(p(x) || p(x')) with log p(x) = `reference` fixed: TRADES's inner maximisation
     (Zhang et al. 2019, eq. 5); y and target are unused. Its gradient vanishes at x' = x, so it
     needs a random start."""
-    return (reference.exp() * (reference - logits.log_softmax(1))).sum(1)
+    return kl_divergence(reference, logits.log_softmax(1))
 
 
 # name -> factory(**params) -> AttackLoss. "kl" also needs `reference` (the clean

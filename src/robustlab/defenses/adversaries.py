@@ -136,6 +136,8 @@ class FreeAdversary:
         if x_adv.grad is None:
             raise UserError("free adversarial training found no input gradient: its loss must "
                             "read the adversarial outputs (adv_ce)")
+        if not torch.isfinite(x_adv.grad).all():  # an fp16 overflow step: the scaler skips it too
+            return
         step = self.eps * x_adv.grad.sign()
         with torch.no_grad():
             k = len(x_adv)

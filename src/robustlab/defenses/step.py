@@ -87,8 +87,8 @@ class Step:
 
     def _teacher(self, x: Tensor) -> Out:
         if self.teacher is None:
-            raise UserError("a loss term needs a teacher model, but none was given: set "
-                            "defense.teacher to a standard-trained run or checkpoint")
+            raise UserError("a loss term needs a teacher model, but this run has none: "
+                            "teacher terms go with a recipe that builds a teacher")
         with torch.no_grad():
             return self.teacher.forward_all(x)
 

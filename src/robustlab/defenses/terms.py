@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustlab.attacks.losses import kl_divergence, other_max
 from robustlab.defenses.step import Step
 from robustlab.registry import Registry
 
@@ -18,11 +19,6 @@ TERMS: Registry = Registry("loss term")
 
 
 # ---- shared pieces -----------------------------------------------------------------------
-
-def kl_divergence(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """Per-sample KL(p || q) = sum_c p_c (log p_c - log q_c) from log-probabilities."""
-    return (log_p.exp() * (log_p - log_q)).sum(1)
-
 
 def angular_distance(a: Tensor, b: Tensor) -> Tensor:
     """d(a, b) = 1 - |a . b| / (||a||_2 ||b||_2), row-wise (Mao et al. 2019; AGKD-BML eq. 6)."""
@@ -81,8 +77,7 @@ def mart_bce(step: Step) -> Tensor:
     """BCE(p(x'), y) = -log p_y(x') - log(1 - max_{k != y} p_k(x')): CE plus a margin term that
     pushes down the strongest wrong class."""
     logits, y = step.adv.logits, step.y_adv
-    probs = logits.softmax(1)
-    wrong = probs.masked_fill(F.one_hot(y, probs.shape[1]).bool(), 0).amax(1)
+    wrong = other_max(logits.softmax(1), y)
     # 1e-12 keeps the log finite when the wrong class takes all the mass (as the authors' code).
     return (F.cross_entropy(logits, y, reduction="none") - torch.log(1 - wrong + 1e-12)).mean()
 

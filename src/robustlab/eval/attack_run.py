@@ -50,7 +50,9 @@ def attack_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], a
             was = model.training
             model.eval()
             clean = model(x).argmax(1) == y
-            adv = model(x_adv).argmax(1) == y
+            # robust = right before and after: an attack that "fixes" a wrong image (step_ll,
+            # transfer) does not make it robust (AutoAttack's convention)
+            adv = clean & (model(x_adv).argmax(1) == y)
             model.train(was)
         clean_all.append(clean.cpu())
         adv_all.append(adv.cpu())

@@ -30,6 +30,7 @@ ONE_STEP = {"fgsm", "step_fgsm", "step_ll"}
 GRADIENT_FREE = {"spsa", "square"}
 ENTRY_KEYS = {"label", "attack", "eps_factor", "eps_factors", "step_factor", "source", "worst_case"}
 SUITE_KEYS = {"name", "images", "attacks", "curves", "masking", "include"}
+SECTION_KEYS = {"curves": {"steps", "eps_factors"}, "masking": {"large_eps"}}
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class SuiteAttack:
             return "transfer"
         if self.attack in GRADIENT_FREE:
             return "gradient_free"
-        return "single_step" if self.attack in ONE_STEP else "iterative"
+        one_step = self.attack in ONE_STEP or self.params.get("steps") == 1
+        return "single_step" if one_step else "iterative"
 
     def build(self, eps: float):
         """The attack at eps_factor * eps (step_factor * that eps as its step size)."""
@@ -95,13 +97,21 @@ def _parse(values: dict, path: Path, depth: int = 0) -> Suite:
     if unknown:
         raise UserError(f"{path}: unknown suite key(s) {', '.join(unknown)}; "
                         f"valid: {', '.join(sorted(SUITE_KEYS))}")
+    for section, keys in SECTION_KEYS.items():
+        extra = sorted(set(values.get(section) or {}) - keys)
+        if extra:
+            raise UserError(f"{path}: unknown {section} key(s) {', '.join(extra)}; "
+                            f"valid: {', '.join(sorted(keys))}")
     base = Suite(name="", attacks=[])
     if "include" in values:
         if depth > 4:
             raise UserError(f"{path}: include nests too deep (a cycle?)")
-        base = _parse(read_yaml(SUITES_DIR / f"{values['include']}.yaml")
-                      if not str(values["include"]).endswith(".yaml")
-                      else read_yaml(path.parent / values["include"]), path, depth + 1)
+        name = str(values["include"])
+        included = path.parent / name if name.endswith(".yaml") else SUITES_DIR / f"{name}.yaml"
+        if not included.is_file():
+            raise UserError(f"{path}: include {name!r} is neither a built-in suite "
+                            f"({', '.join(suite_names())}) nor a file next to it")
+        base = _parse(read_yaml(included), included, depth + 1)
     entries = values.get("attacks") or []
     if not isinstance(entries, list):
         raise UserError(f"{path}: attacks must be a list of mappings")
@@ -132,6 +142,9 @@ def _entries(entry: Any, path: Path) -> list[SuiteAttack]:
     for factor in factors:
         if not isinstance(factor, (int, float)) or factor <= 0:
             raise UserError(f"{path}: {label}: eps factors must be positive numbers, got {factor!r}")
+        if entry.get("worst_case") and factor != 1:
+            raise UserError(f"{path}: {label}: worst_case needs eps x 1; the worst case compares "
+                            "attacks at one budget")
         one = SuiteAttack(
             label=label if len(factors) == 1 else f"{label} eps x{factor:g}",
             attack=name, params=params, eps_factor=float(factor),

@@ -94,19 +94,23 @@ class _Batches:
 def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: float, num_classes: int,
               device: torch.device | str = "cpu", batch_size: int = 500,
               sources: Callable[[str], nn.Module] | None = None, state_path: Path | None = None,
-              shard: Shard | None = None, log: Callable[[str], None] = print) -> dict:
-    """The report's evaluation part for images x [N, C, H, W] in [0, 1] with labels y."""
+              state_key: str = "", shard: Shard | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """The report's evaluation part for images x [N, C, H, W] in [0, 1] with labels y.
+    `state_key` names the model (checkpoint, step, transfer source), so a saved state is reused
+    only for the same model, suite, images and eps."""
     shard = shard or Shard()
     n = len(y)
     model = model.to(device).eval()
-    state = State(state_path, f"{suite.fingerprint()}:{n}:{eps}", writer=shard.rank == 0)
+    state = State(state_path, f"{suite.fingerprint()}:{n}:{eps}:{state_key}", writer=shard.rank == 0)
     mine_x, mine_y = x[shard.rank::shard.world_size], y[shard.rank::shard.world_size]
 
-    def evaluate(name: str, attack) -> dict:
-        """Per-sample outcome of `attack` on all N images (resumed from the state if saved)."""
+    def evaluate(name: str, make_attack: Callable[[], object]) -> dict:
+        """Per-sample outcome of the attack on all N images (resumed from the state if saved)."""
         done = state.get(name)
         if done is not None:
             return done
+        attack = make_attack()
         start = time.perf_counter()
         result = attack_batches(model, _Batches(mine_x, mine_y, batch_size, device), attack,
                                 device=device, progress=shard.rank == 0, desc=name)
@@ -120,24 +124,27 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
 
     columns = []
     clean = None
-    for entry in suite.attacks:
+    def make(entry: SuiteAttack):
         attack = entry.build(eps)
-        if entry.source is not None:
-            if sources is None:
-                raise ValueError(f"{entry.label} needs a source model, but no source resolver was given")
-            attack = transfer(sources(entry.source), attack)
-        outcome = evaluate(entry.label, attack)
+        if entry.source is None:
+            return attack
+        if sources is None:
+            raise ValueError(f"{entry.label} needs a source model, but no source resolver was given")
+        return transfer(sources(entry.source), attack)
+
+    for entry in suite.attacks:
+        outcome = evaluate(entry.label, lambda entry=entry: make(entry))
         clean = outcome["clean"]
         columns.append(_column(entry, eps, outcome))
 
     curves = {}
     steps = suite.curves.get("steps") or []
     if steps:
-        curves["steps"] = {str(s): _accuracy(evaluate(f"curve steps={s}", ATTACKS.build(
+        curves["steps"] = {str(s): _accuracy(evaluate(f"curve steps={s}", lambda s=s: ATTACKS.build(
             "pgd", eps=eps, steps=int(s), step_size=0.25 * eps))) for s in steps}
     factors = suite.curves.get("eps_factors") or []
     if factors:
-        curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(f"curve eps x{f:g}", ATTACKS.build(
+        curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(f"curve eps x{f:g}", lambda f=f: ATTACKS.build(
             "pgd", eps=f * eps, steps=20))) for f in factors}
 
     outcomes = {c["label"]: state.get(c["label"]) for c in columns}
@@ -206,14 +213,16 @@ def _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_clas
                  and c["params"].get("steps", 20) >= 20) or _first(at_eps, lambda c: c["kind"] == "iterative")
     checks = masking.probe(model, x[:256].to(device), y[:256].to(device))
     if single and pgd:
-        checks.append(masking.iterative_vs_single_step(single["accuracy"], pgd["accuracy"]))
+        checks.append(masking.iterative_vs_single_step(single["accuracy"], pgd["accuracy"],
+                                                       names=(single["label"], pgd["label"])))
     large = suite.masking.get("large_eps")
     if large:
-        outcome = evaluate(f"masking PGD-20 eps={large:g}", ATTACKS.build("pgd", eps=float(large), steps=20))
+        outcome = evaluate(f"masking PGD-20 eps={large:g}",
+                           lambda: ATTACKS.build("pgd", eps=float(large), steps=20))
         checks.append(masking.large_eps(_accuracy(outcome), float(large), num_classes))
     if "steps" in curves:
         checks.append(masking.more_steps({int(k): v for k, v in curves["steps"].items()}))
-    white = [c for c in at_eps if c["kind"] in ("single_step", "iterative") and c["attack"] != "autoattack"]
+    white = [c for c in at_eps if c["kind"] in ("single_step", "iterative")]
     black = [c for c in at_eps if c["kind"] == "transfer"]
     if white and black:
         white_broken = ~torch.stack([outcomes[c["label"]]["robust"] for c in white]).all(0)
@@ -222,10 +231,12 @@ def _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_clas
         checks.append(masking.black_box_vs_white_box(white_broken & clean, black_broken & clean))
     free = [c for c in at_eps if c["kind"] == "gradient_free"]
     if free and pgd:
-        checks.append(masking.gradient_free_vs_gradient(min(c["accuracy"] for c in free), pgd["accuracy"]))
+        strongest = min(free, key=lambda c: c["accuracy"])
+        checks.append(masking.gradient_free_vs_gradient(strongest["accuracy"], pgd["accuracy"],
+                                                        names=(strongest["label"], pgd["label"])))
     aa = _first(at_eps, lambda c: c["attack"] == "autoattack")
     if aa and pgd:
-        checks.append(masking.autoattack_vs_pgd(aa["accuracy"], pgd["accuracy"]))
+        checks.append(masking.autoattack_vs_pgd(aa["accuracy"], pgd["accuracy"], pgd_label=pgd["label"]))
     return checks
 
 

@@ -35,6 +35,8 @@ def dist_from_env() -> DistInfo:
 def init_distributed(info: DistInfo, device: torch.device) -> None:
     """NCCL on CUDA, gloo on CPU; a no-op for one process or an existing group."""
     if info.enabled and not dist.is_initialized():
+        if device.type == "cuda":  # NCCL collectives (all_gather_object too) use the current device
+            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
