@@ -155,12 +155,16 @@ def table_section(results: list[dict], epochs: int) -> str:
     lines = [
         "## Defenses on Fashion-MNIST",
         "",
-        f"`python benchmarks/defenses.py table --epochs {epochs}`: small_cnn trained with each "
+        f"`python benchmarks/defenses.py table --epochs {epochs} --attack-images {n} --aa-images {n_aa}`: "
+        "small_cnn trained with each "
         f"recipe's config (`configs/<recipe>_fmnist.yaml`) for **{epochs} epochs** each (the same "
         "for all; the configs' default is 15), eps 0.1 in training and attack. Clean accuracy on "
         f"the 10,000 test images; PGD-20 (random start, step 2.5 eps / 20) on the first {n}, "
         f"AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square) on the first {n_aa} "
-        "(it takes minutes per robust model here).",
+        "(it takes minutes per robust model here). Train minutes are wall time on this shared "
+        "2-core machine, with other jobs alongside at times (madry's second epoch, sml) and trades "
+        "resumed mid-epoch after an interruption (its first part untimed); `defenses.py cost` has "
+        "the clean per-step costs.",
         "",
         "| recipe | clean | PGD-20 | AutoAttack | train min | AA min |",
         "|---|---|---|---|---|---|",
