@@ -21,6 +21,7 @@ from robustlab.eval import masking
 from robustlab.eval.attack_run import attack_batches
 from robustlab.eval.suite import Suite, SuiteAttack
 from robustlab.io import atomic_torch_save, plain_torch_load
+from robustlab.train.monitors import accuracy
 
 SCHEMA = "robustlab.report/1"
 
@@ -156,7 +157,8 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         "suite": suite.name,
         "images": n,
         "eps": eps,
-        "clean_accuracy": clean.float().mean().item() if clean is not None else _clean(model, x, y, device),
+        "clean_accuracy": (clean.float().mean().item() if clean is not None
+                           else accuracy(model, _Batches(x, y, batch_size, device), device)),
         "attacks": columns,
         "worst_case": worst,
         "curves": curves,
@@ -240,7 +242,3 @@ def _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_clas
     return checks
 
 
-@torch.no_grad()
-def _clean(model, x, y, device) -> float:
-    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in _Batches(x, y, 500, device))
-    return correct / max(1, len(y))

@@ -42,17 +42,12 @@ class RobustMonitor:
     batch_size: int = 500
 
     def __call__(self, model: nn.Module, device: torch.device | str, history: list[dict]) -> dict:
-        correct = 0
+        adversarial = []
         for start in range(0, len(self.y), self.batch_size):
             x = self.x[start:start + self.batch_size].to(device)
             y = self.y[start:start + self.batch_size].to(device)
-            x_adv = self.attack(model, x, y)  # attacks run in eval mode and restore the mode
-            with torch.no_grad():
-                was_training = model.training
-                model.eval()
-                correct += (model(x_adv).argmax(1) == y).sum().item()
-                model.train(was_training)
-        acc = correct / max(1, len(self.y))
+            adversarial.append((self.attack(model, x, y), y))  # attacks restore the model's mode
+        acc = accuracy(model, adversarial, device)
         record = {"robust_acc": acc}
         best = max((r["robust_acc"] for r in history if "robust_acc" in r), default=None)
         if best is not None and best - acc > self.drop:
