@@ -83,6 +83,9 @@ class DefenseConfig:
     options: dict = field(default_factory=dict)  # recipe kwargs (beta, steps, attack_mode, ...)
     # Extra or re-weighted terms on top of the recipe: {name: weight} or {name: {weight, params}}.
     terms: dict = field(default_factory=dict)
+    # A frozen teacher for terms that read one (AGKD-BML): a run directory or checkpoint. None
+    # trains a standard model with this run's settings once, cached as <out_dir>/_teacher_...
+    teacher: str | None = None
 
 
 @dataclass

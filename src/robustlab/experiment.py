@@ -6,6 +6,8 @@ This is the only module that knows every layer; the CLI parses arguments and cal
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import random
 import shutil
 from collections.abc import Callable
@@ -16,8 +18,8 @@ from pathlib import Path
 import torch
 
 from robustlab.config import Config, config_from_dict, read_yaml, save_config
-from robustlab.data import Batches, Dataset, Split, load_dataset, validation_split
-from robustlab.defenses import build_objective
+from robustlab.data import Batches, ClassIndex, Dataset, Split, load_dataset, validation_split
+from robustlab.defenses import FrozenTeacher, build_objective
 from robustlab.errors import UserError
 from robustlab.models import Classifier, create_model
 from robustlab.train import (
@@ -179,18 +181,22 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     prepare_run_dir(cfg, resume=resume, force=force, dist=dist)
-    seed_everything(cfg.seed)
     ds = load_data(cfg)
-    model = build_model(cfg, ds)
     objective = build_defense(cfg, ds)
+    # Before seeding: a teacher trained here must not change the student's initialisation.
+    teacher = build_teacher(cfg, ds, objective, device, log if dist.is_main else (lambda _: None))
+    seed_everything(cfg.seed)
+    model = build_model(cfg, ds)
     data = make_batches(cfg, ds, dist, device)
     data.monitor = robust_monitor(cfg, ds)
+    if hasattr(objective.adversary, "class_index"):  # partners are drawn from the training split
+        objective.adversary.class_index = ClassIndex(data.train.split)
     if dist.is_main:
         log(f"{cfg.name}: {cfg.model.name} on {ds.name} ({len(data.train) * cfg.data.batch_size} "
             f"train images/epoch, {len(ds.test)} test), recipe {cfg.defense.recipe}, {device}"
             + (f", {dist.world_size} processes" if dist.enabled else ""))
     return fit(model, objective, data, cfg, device=device, resume=resume, dist=dist,
-               log=log if dist.is_main else (lambda _: None), callbacks=callbacks)
+               log=log if dist.is_main else (lambda _: None), callbacks=callbacks, teacher=teacher)
 
 
 @dataclass
@@ -281,22 +287,59 @@ def _report_dir(path: Path, loaded: Loaded) -> Path:
     return run_dir / ("report" if which == "last" else f"report_{which}")
 
 
-def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Classifier:
-    """The default transfer source: a standard-trained model of the same architecture on the same
-    data (another seed), trained once on demand and cached in <out_dir>/_source_<data>_<model>."""
-    name = f"_source_{cfg.data.name}_{cfg.model.name}"
-    checkpoint = Path(cfg.out_dir) / name / "checkpoints" / "last.pt"
+def standard_stage(cfg: Config, role: str, seed_offset: int,
+                   log: Callable[[str], None] = say) -> Classifier:
+    """A standard-trained model with `cfg`'s data, model, optimizer and epochs (seed + offset),
+    trained once as a named stage and reused by every run with the same settings: it lives in
+    <out_dir>/_<role>_<data>_<model>_<hash of its config>, resumable like any run."""
+    stage = config_from_dict(cfg.to_dict())
+    stage.seed = cfg.seed + seed_offset
+    stage.defense = type(cfg.defense)()
+    stage.train.monitor_images = 0
+    stage.train.label_smoothing = 0.0
+    key = stage.to_dict()
+    for section, field in [("data", "data_dir"), ("train", "device"), ("train", "threads")]:
+        key[section].pop(field, None)
+    key.pop("name"), key.pop("out_dir")
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    stage.name = f"_{role}_{cfg.data.name}_{cfg.model.name}_{digest}"
+    checkpoint = stage.run_dir / "checkpoints" / "last.pt"
     if checkpoint.is_file():
         state = load_checkpoint(checkpoint)
-        if state["epoch"] >= config_from_dict(state["config"]).train.epochs:
-            return model_from_checkpoint(state).to(device).eval()
-    source = config_from_dict(cfg.to_dict())
-    source.name, source.seed = name, cfg.seed + 1
-    source.defense = type(cfg.defense)()
-    source.train.monitor_images = 0
-    source.data.train_limit = cfg.data.train_limit
-    log(f"training the transfer source {name} (standard, {source.train.epochs} epochs; cached)")
-    return train(source, resume=True, log=log).model.to(device).eval()
+        if state["epoch"] >= stage.train.epochs:
+            return model_from_checkpoint(state)
+    log(f"training the {role} {stage.name} (standard, {stage.train.epochs} epochs; cached for "
+        "later runs)")
+    return train(stage, resume=True, log=log).model
+
+
+def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Classifier:
+    """The default transfer source: a standard-trained model of the same architecture on the
+    same data, another seed (a cached `standard_stage`)."""
+    return standard_stage(cfg, "source", 1, log).to(device).eval()
+
+
+def build_teacher(cfg: Config, ds: Dataset, objective, device,
+                  log: Callable[[str], None] = say) -> FrozenTeacher | None:
+    """The frozen teacher a recipe's terms read (AGKD-BML): `defense.teacher` (a run directory or
+    checkpoint), else a standard model trained once as the `teacher` stage."""
+    if not objective.needs_teacher:
+        if cfg.defense.teacher:
+            raise UserError(f"defense.teacher is set, but no term of recipe {cfg.defense.recipe!r} "
+                            "reads a teacher; remove defense.teacher or add a teacher term (attention_kd)")
+        return None
+    if cfg.defense.teacher:
+        loaded = load_run(cfg.defense.teacher, "last", cfg.data.data_dir)
+        model, where = loaded.model, str(loaded.checkpoint)
+    else:
+        model, where = standard_stage(cfg, "teacher", 2, log), "the cached teacher stage"
+    theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))
+    if theirs != (ds.num_classes, ds.in_channels):
+        raise UserError(f"the teacher ({where}) takes {theirs[1]}-channel images into {theirs[0]} "
+                        f"classes, but {ds.name} has {ds.in_channels} channels and {ds.num_classes} "
+                        "classes; give defense.teacher a model trained on this data set")
+    log(f"teacher: {model.arch.get('name', type(model).__name__)} from {where} (frozen)")
+    return FrozenTeacher(model).to(device)
 
 
 def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", limit: int | None = None,

@@ -16,6 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import ATTACKS, PGD, Attack
+from robustlab.attacks.base import frozen_eval
+from robustlab.attacks.targets import most_confusing
+from robustlab.data.class_index import ClassIndex
+from robustlab.defenses.step import Pairs
 from robustlab.errors import UserError, check_ranges
 
 MODES = ("eval", "train")
@@ -69,11 +73,15 @@ class AttackAdversary:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         k = max(1, round(self.fraction * len(x)))
-        x, y = x[:k], y[:k]
+        return self.run(model, x[:k], y[:k])
+
+    def run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+        """The attack on all of x (towards `target` if given), in this adversary's mode."""
+        kwargs = {} if target is None else {"target": target}
         if self.mode == "eval":
-            return self.attack(model, x, y)
+            return self.attack(model, x, y, **kwargs)
         with _buffers_restored(model):
-            return self.attack(_TrainModeView(model), x, y)
+            return self.attack(_TrainModeView(model), x, y, **kwargs)
 
 
 def training_pgd(eps: float, steps: int, step_size: float | None = None, **params) -> PGD:
@@ -148,3 +156,29 @@ class FreeAdversary:
 
     def load_state_dict(self, state: dict) -> None:
         self.delta = state.get("delta")
+
+
+@dataclass
+class BidirectionalAdversary:
+    """AGKD-BML Alg. 1, steps a-b2: for each x^s of class s, its most confusing class y_mc
+    (eq. 5, on the model's clean logits), a random clean sample x^{y_mc} of that class, the
+    forward example x^s attacked towards y_mc and the backward example x^{y_mc} attacked towards
+    s, both with the same targeted attack.
+
+    `class_index` (the training split grouped by class) is set by the trainer; its draws use
+    torch's global generator, which checkpoints save, so a resumed run draws the same partners.
+    """
+
+    attack: AttackAdversary
+    class_index: ClassIndex | None = None
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Pairs:
+        if self.class_index is None:
+            raise UserError("the bidirectional adversary needs the training set's class index to "
+                            "draw partners; it is set by robustlab.experiment.train")
+        with frozen_eval(model), torch.no_grad():
+            y_mc = most_confusing(model(x), y)
+        partner = self.class_index.sample_of_classes(y_mc).to(x.dtype)
+        forward = self.attack.run(model, x, y, target=y_mc)
+        backward = self.attack.run(model, partner, y_mc, target=y)
+        return Pairs(forward, partner, y_mc, backward)

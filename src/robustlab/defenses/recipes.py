@@ -14,8 +14,10 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from robustlab.attention import NORMALIZATIONS
 from robustlab.defenses.adversaries import (
     AttackAdversary,
+    BidirectionalAdversary,
     FreeAdversary,
     RandomEpsOneStep,
     check_mode,
@@ -118,6 +120,77 @@ def free_at(eps: float, replays: int = 8, label_smoothing: float = 0.0) -> Objec
     check_ranges([(isinstance(replays, int) and replays >= 1, "replays", replays, "an integer >= 1")])
     return _objective("free_at", {"adv_ce": {"weight": 1.0, "label_smoothing": label_smoothing}},
                       FreeAdversary(eps), replays=replays)
+
+
+def _agkd_bml(name: str, eps: float, *, kd_weight: float, triplet_weight: float, norm_weight: float,
+              margin: float, steps: int, step_size: float | None, attack_mode: str,
+              label_smoothing: float, normalization: str = "none") -> Objective:
+    """AGKD-BML eq. 9: L_ce + L_AGKD + lambda1 L_tr + lambda2 L_norm on bidirectional targeted
+    PGD pairs (Alg. 1); the ablations drop terms, never change the adversary. CE is on the
+    forward examples with their true labels, as the authors' code."""
+    weights = {"kd_weight": kd_weight, "triplet_weight": triplet_weight, "norm_weight": norm_weight}
+    check_ranges([(w >= 0, name, w, ">= 0") for name, w in weights.items()])
+    if normalization not in NORMALIZATIONS:
+        raise UserError(f"normalization={normalization!r}: choose one of {', '.join(NORMALIZATIONS)}")
+    spec: dict[str, Any] = {"adv_ce": {"weight": 1.0, "label_smoothing": label_smoothing}}
+    if kd_weight:
+        spec["attention_kd"] = {"weight": kd_weight, "normalization": normalization}
+    if triplet_weight:
+        spec["bml_triplet"] = {"weight": triplet_weight, "margin": margin}
+    if norm_weight and triplet_weight:
+        spec["bml_norm"] = norm_weight
+    check_mode(attack_mode)
+    attack = AttackAdversary(training_pgd(eps, steps, step_size), attack_mode)
+    return _objective(name, spec, BidirectionalAdversary(attack))
+
+
+_AGKD_ADVERSARY = ("targeted PGD-{k} with random start: x^s towards its most confusing class, a "
+                   "random clean image of that class back towards s")
+
+
+@RECIPES.register("agkd_bml", paper="AGKD-BML, Wang et al. 2021 eq. 9: CE + attention distillation "
+                  "(eq. 8) + 2 bidirectional angular triplet (eq. 6) + 0.001 L_norm (eq. 7)",
+                  adversary=_AGKD_ADVERSARY.format(k=2), teacher="standard-trained, frozen")
+def agkd_bml(eps: float, steps: int = 2, step_size: float | None = None, kd_weight: float = 1.0,
+             triplet_weight: float = 2.0, norm_weight: float = 0.001, margin: float = 0.03,
+             normalization: str = "none", attack_mode: str = "eval",
+             label_smoothing: float = 0.0) -> Objective:
+    """The paper trains with 2-step attacks and label smoothing 0.5 (train.label_smoothing=0.5);
+    label smoothing is a known source of gradient masking, so it is off by default here."""
+    return _agkd_bml("agkd_bml", eps, kd_weight=kd_weight, triplet_weight=triplet_weight,
+                     norm_weight=norm_weight, margin=margin, steps=steps, step_size=step_size,
+                     attack_mode=attack_mode, label_smoothing=label_smoothing, normalization=normalization)
+
+
+@RECIPES.register("agkd_bml_7", paper="AGKD-BML-7 (Wang et al. 2021 Table 1): AGKD-BML trained with "
+                  "7-step attacks", adversary=_AGKD_ADVERSARY.format(k=7), teacher="standard-trained, frozen")
+def agkd_bml_7(eps: float, steps: int = 7, step_size: float | None = None, kd_weight: float = 1.0,
+               triplet_weight: float = 2.0, norm_weight: float = 0.001, margin: float = 0.03,
+               normalization: str = "none", attack_mode: str = "eval",
+               label_smoothing: float = 0.0) -> Objective:
+    return _agkd_bml("agkd_bml_7", eps, kd_weight=kd_weight, triplet_weight=triplet_weight,
+                     norm_weight=norm_weight, margin=margin, steps=steps, step_size=step_size,
+                     attack_mode=attack_mode, label_smoothing=label_smoothing, normalization=normalization)
+
+
+@RECIPES.register("agkd", paper="AGKD-BML ablation 'AGKD' (Table 2): CE + attention distillation, no "
+                  "metric learning", adversary=_AGKD_ADVERSARY.format(k=2),
+                  teacher="standard-trained, frozen")
+def agkd(eps: float, steps: int = 2, step_size: float | None = None, kd_weight: float = 1.0,
+         normalization: str = "none", attack_mode: str = "eval", label_smoothing: float = 0.0) -> Objective:
+    return _agkd_bml("agkd", eps, kd_weight=kd_weight, triplet_weight=0.0, norm_weight=0.0, margin=0.03,
+                     steps=steps, step_size=step_size, attack_mode=attack_mode,
+                     label_smoothing=label_smoothing, normalization=normalization)
+
+
+@RECIPES.register("bml", paper="AGKD-BML ablation 'BML' (Table 2): CE + bidirectional metric "
+                  "learning, no distillation", adversary=_AGKD_ADVERSARY.format(k=2))
+def bml(eps: float, steps: int = 2, step_size: float | None = None, triplet_weight: float = 2.0,
+        norm_weight: float = 0.001, margin: float = 0.03, attack_mode: str = "eval",
+        label_smoothing: float = 0.0) -> Objective:
+    return _agkd_bml("bml", eps, kd_weight=0.0, triplet_weight=triplet_weight, norm_weight=norm_weight,
+                     margin=margin, steps=steps, step_size=step_size, attack_mode=attack_mode,
+                     label_smoothing=label_smoothing)
 
 
 def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: float = 0.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -11,8 +12,21 @@ from torch import Tensor, nn
 from robustlab.errors import UserError
 from robustlab.models import Out
 
-# (model, x, y) -> adversarial versions of the first k <= B images of x (see defenses.adversaries)
-Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+class Pairs(NamedTuple):
+    """What a pairing adversary returns (AGKD-BML Alg. 1 steps a-b2): the forward adversarial
+    examples of x[:k], a clean partner per image drawn from another class, and the partners'
+    own (backward) adversarial examples."""
+
+    x_adv: Tensor
+    partner: Tensor
+    partner_y: Tensor
+    partner_adv: Tensor
+
+
+# (model, x, y) -> adversarial versions of the first k <= B images of x, or `Pairs`
+# (see defenses.adversaries)
+Adversary = Callable[[nn.Module, Tensor, Tensor], "Tensor | Pairs"]
 
 
 class Step:
@@ -53,7 +67,33 @@ class Step:
         if self.adversary is None:
             raise UserError("a loss term needs adversarial examples, but this objective has no "
                             "adversary: use a recipe that makes them (madry, trades, ...)")
-        return self.adversary(self.model, self.x, self.y)
+        made = self.adversary(self.model, self.x, self.y)
+        if isinstance(made, Pairs):
+            self._pairs = made
+            return made.x_adv
+        return made
+
+    @property
+    def pairs(self) -> Pairs:
+        """The partners of a pairing adversary (bidirectional metric learning)."""
+        self.x_adv  # noqa: B018 - runs the adversary, which sets the pairs
+        pairs = getattr(self, "_pairs", None)
+        if pairs is None:
+            raise UserError("a loss term needs partner images and their backward adversarial "
+                            "examples, which only the bidirectional adversary makes: use recipe "
+                            "agkd_bml, agkd_bml_7, agkd or bml")
+        return pairs
+
+    @property
+    def has_pairs(self) -> bool:
+        """Whether the adversary made partners (it runs the adversary if needed)."""
+        self.x_adv  # noqa: B018
+        return getattr(self, "_pairs", None) is not None
+
+    @cached_property
+    def partner_adv(self) -> Out:
+        """Outputs on the partners' backward adversarial examples (with gradients)."""
+        return self._forward_all(self.pairs.partner_adv)
 
     @property
     def k(self) -> int:
@@ -84,6 +124,11 @@ class Step:
     def teacher_adv(self) -> Out:
         """The frozen teacher's outputs on x_adv (no gradients)."""
         return self._teacher(self.x_adv)
+
+    @cached_property
+    def teacher_partner(self) -> Out:
+        """The frozen teacher's outputs on the clean partners (no gradients)."""
+        return self._teacher(self.pairs.partner)
 
     def _teacher(self, x: Tensor) -> Out:
         if self.teacher is None:

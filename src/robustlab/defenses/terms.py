@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustlab.attacks.losses import kl_divergence, other_max
+from robustlab.attention import channel_mean, normalize
 from robustlab.defenses.step import Step
 from robustlab.registry import Registry
 
@@ -129,21 +130,77 @@ def _sml_triplets(step: Step) -> tuple[Tensor, Tensor, Tensor]:
     return anchor, positive, step.clean.embedding[negative[keep]]
 
 
+def _bml_triplets(step: Step) -> tuple[Tensor, Tensor, Tensor]:
+    """AGKD-BML eq. 7: anchor E(x^s_{y_mc}) (forward example), positive E(x^s) (clean),
+    negative E(x^{y_mc}_s) (the partner's backward example)."""
+    return step.adv.embedding, step.clean.embedding[: step.k], step.partner_adv.embedding
+
+
+def _triplet_loss(triplets: tuple[Tensor, Tensor, Tensor], margin: float) -> Tensor:
+    anchor, positive, negative = triplets
+    if len(anchor) == 0:
+        return anchor.sum() * 0  # keeps the graph: no triplet in a one-class batch
+    return triplet(anchor, positive, negative, margin).mean()
+
+
+def _norm_loss(triplets: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    anchor, positive, negative = triplets
+    if len(anchor) == 0:
+        return anchor.sum() * 0
+    return (anchor.norm(dim=1) + positive.norm(dim=1) + negative.norm(dim=1)).mean()
+
+
 @TERMS.register("sml_triplet", paper="SML / TLA, Mao et al. 2019: angular triplet loss, adversarial "
                 "anchor, clean positive, hard negative (AGKD-BML eq. 6)", needs=("clean", "adv"))
 def sml_triplet(step: Step, margin: float = 0.03) -> Tensor:
     """mean [d(E(x_adv), E(x)) - d(E(x_adv), E(x_neg)) + m]_+ over the batch."""
-    anchor, positive, negative = _sml_triplets(step)
-    if len(anchor) == 0:
-        return step.adv.embedding.sum() * 0  # keeps the graph: no triplet in a one-class batch
-    return triplet(anchor, positive, negative, margin).mean()
+    return _triplet_loss(_sml_triplets(step), margin)
 
 
 @TERMS.register("embedding_norm", paper="Mao et al. 2019 / AGKD-BML eq. 7: L_norm = ||E(x_a)|| + "
                 "||E(x_p)|| + ||E(x_n)|| of the triplets", needs=("clean", "adv"))
 def embedding_norm(step: Step) -> Tensor:
     """Keeps the embeddings from growing to satisfy the angular margin; mean over triplets."""
-    anchor, positive, negative = _sml_triplets(step)
-    if len(anchor) == 0:
-        return step.adv.embedding.sum() * 0
-    return (anchor.norm(dim=1) + positive.norm(dim=1) + negative.norm(dim=1)).mean()
+    return _norm_loss(_sml_triplets(step))
+
+
+@TERMS.register("bml_triplet", paper="AGKD-BML eq. 6-7: L_tr(x^s_{y_mc}, x^s, x^{y_mc}_s), forward "
+                "example as anchor, its clean image as positive, the partner's backward example "
+                "as negative", needs=("clean", "adv", "partner"))
+def bml_triplet(step: Step, margin: float = 0.03) -> Tensor:
+    """mean [d(E(x^s_mc), E(x^s)) - d(E(x^s_mc), E(x^mc_s)) + m]_+ with the angular distance."""
+    return _triplet_loss(_bml_triplets(step), margin)
+
+
+@TERMS.register("bml_norm", paper="AGKD-BML eq. 7: L_norm = ||E(x^s_{y_mc})|| + ||E(x^s)|| + "
+                "||E(x^{y_mc}_s)||", needs=("clean", "adv", "partner"))
+def bml_norm(step: Step) -> Tensor:
+    """The embedding-norm regulariser over the bidirectional triplets; mean over the batch."""
+    return _norm_loss(_bml_triplets(step))
+
+
+# ---- attention distillation ---------------------------------------------------------------
+
+def attention_distance(teacher_features: Tensor, student_features: Tensor, how: str = "none") -> Tensor:
+    """D(A(F_t), A(F_s)) = mean over images and cells of |A_t - A_s| (AGKD-BML eq. 4, D = L1),
+    A the channel mean. A teacher map of another size is resized to the student's."""
+    teacher = channel_mean(teacher_features)
+    student = channel_mean(student_features)
+    if teacher.shape[1:] != student.shape[1:]:
+        teacher = F.interpolate(teacher[:, None], size=student.shape[1:], mode="bilinear",
+                                align_corners=False)[:, 0]
+    return (normalize(teacher, how) - normalize(student, how)).abs().mean()
+
+
+@TERMS.register("attention_kd", paper="AGKD-BML eq. 4 and 8: L1 between the teacher's channel-mean "
+                "attention on the clean image and the student's on its adversarial example, "
+                "for the forward and (with a pairing adversary) the backward pair",
+                needs=("teacher", "adv"))
+def attention_kd(step: Step, normalization: str = "none") -> Tensor:
+    """L_AGKD = L_KD(x^s, x^s_mc) + L_KD(x^mc, x^mc_s); the backward pair only when the
+    adversary made partners (bidirectional), so the term also distills under plain PGD."""
+    loss = attention_distance(step.teacher_clean.features[: step.k], step.adv.features, normalization)
+    if step.has_pairs:
+        loss = loss + attention_distance(step.teacher_partner.features, step.partner_adv.features,
+                                         normalization)
+    return loss
