@@ -139,6 +139,7 @@ def _recipes(args: argparse.Namespace) -> int:
         terms = " + ".join(f"{w:g} {t}" for t, w in row["terms"].items())
         options = ", ".join(f"{k}={v}" for k, v in row["options"].items())
         print(f"{row['name']}: {row['paper']}\n    loss = {terms}\n    adversary: {row['adversary']}"
+              + (f"\n    teacher: {row['teacher']}" if row.get("teacher") else "")
               + (f"\n    options: {options}" if options else ""))
     return 0
 
