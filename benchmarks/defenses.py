@@ -3,6 +3,7 @@
     python benchmarks/defenses.py cost  [--repeats 5] [--no-write]
     python benchmarks/defenses.py table [--epochs 2] [--recipes standard madry ...] [--no-write]
     python benchmarks/defenses.py ablation [--epochs 2] [--attack-images 1000] [--aa-images 100]
+    python benchmarks/defenses.py attention [--epochs 2] [--attack-images 1000] [--aa-images 100]
 
 `cost` times, on one batch of 128 Fashion-MNIST images and small_cnn, one training step of each
 recipe against its parts in the same run: madry's step / (k attack steps + 1 training step)
@@ -19,6 +20,10 @@ benchmarks/results.md.
 (bml, agkd, agkd_bml, agkd_bml_7), trained as `table` does (the same runs, reused), under FGSM,
 PGD-20, CW-20 (PGD on the CW margin) and AutoAttack, with each recipe's step cost relative to
 madry from `cost`.
+
+`attention` is the ATAT Table 1 and AAD Table 6 / Table 7 layouts: standard, madry, alp, atat,
+aad_madry and aad_alp under FGSM, I-FGSM-20, PGD-7/10/20/40/100, CW-10/20/40/100 and AutoAttack,
+and each model under Iter-StepLL and PGD with and without the A3 attention term.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ from robustlab.train.optim import build_optimizer
 
 EPS = 0.1
 RECIPES = ["standard", "madry", "trades", "alp", "mart", "sml", "kurakin", "fast_at",
-           "bml", "agkd", "agkd_bml", "agkd_bml_7"]
-ABLATION = ["standard", "madry", "sml", "bml", "agkd", "agkd_bml", "agkd_bml_7"]
+           "bml", "agkd", "agkd_bml", "agkd_bml_7", "atat", "aad_madry", "aad_alp"]
+ABLATION = ["standard", "madry", "sml", "bml", "agkd", "agkd_bml"]
+ATTENTION = ["standard", "madry", "alp", "atat", "aad_madry", "aad_alp"]
 OUT = Path("runs/bench_defenses")
 
 
@@ -135,7 +141,7 @@ def robust_accuracy(run_dir: Path, attack_name: str, n: int, **params) -> float:
     cfg.data.test_limit = None
     test = load_data(cfg).test
     batches = Batches(test.subset(torch.arange(n)), 500, shuffle=False)
-    attack = ATTACKS.build(attack_name, eps=EPS, **params)
+    attack = ATTACKS.build(attack_name, **{"eps": EPS, **params})
     return attack_batches(loaded.model.eval(), batches, attack, device="cpu").robust_accuracy
 
 
@@ -196,16 +202,19 @@ def table_section(results: list[dict], epochs: int) -> str:
 EXTRA_ATTACKS = {"fgsm": ("fgsm", {}), "cw20": ("cw_inf", {"steps": 20})}
 
 
-def ablation_recipe(recipe: str, epochs: int, n_attack: int, n_aa: int) -> dict:
-    """`evaluate_recipe` (cached) plus FGSM and CW-20 on the same images (cached beside it)."""
+def with_attacks(recipe: str, epochs: int, n_attack: int, n_aa: int, attacks: dict) -> dict:
+    """`evaluate_recipe` (cached) plus more attacks {key: (name, params)} on the first n_attack
+    test images, each cached in the run's bench.json once computed."""
     result = evaluate_recipe(recipe, epochs, n_attack, n_aa)
-    missing = [k for k in EXTRA_ATTACKS if k not in result]
-    for key in missing:
-        name, params = EXTRA_ATTACKS[key]
-        result[key] = robust_accuracy(OUT / recipe, name, n_attack, **params)
-    if missing:
-        (OUT / recipe / "bench.json").write_text(json.dumps(result, indent=1))
+    for key, (name, params) in attacks.items():
+        if key not in result:
+            result[key] = robust_accuracy(OUT / recipe, name, n_attack, **params)
+            (OUT / recipe / "bench.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def ablation_recipe(recipe: str, epochs: int, n_attack: int, n_aa: int) -> dict:
+    return with_attacks(recipe, epochs, n_attack, n_aa, EXTRA_ATTACKS)
 
 
 def ablation_section(results: list[dict], epochs: int, costs: dict | None) -> str:
@@ -238,9 +247,79 @@ def ablation_section(results: list[dict], epochs: int, costs: dict | None) -> st
     return "\n".join(wrap_prose(line) for line in lines)
 
 
+# ---- ATAT and AAD (their tables' layouts) and A3 -------------------------------------------------
+
+A3_EPS = EPS / 2  # AAD Sec. 5.6 uses 4/255, half of its 8/255 budget; 3 iterations, sigma 10
+ATTENTION_ATTACKS = {
+    "fgsm": ("fgsm", {}),
+    "ifgsm20": ("iter_fgsm", {"steps": 20, "step_size": EPS / 4}),
+    "pgd7": ("pgd", {"steps": 7}),
+    **{f"pgd{k}": ("pgd", {"steps": k}) for k in (10, 40, 100)},
+    **{f"cw{k}": ("cw_inf", {"steps": k}) for k in (10, 20, 40, 100)},
+    "iter_ll3": ("iter_ll", {"steps": 3, "eps": A3_EPS}),
+    "a3_iter_ll3": ("a3_iter_ll", {"steps": 3, "eps": A3_EPS}),
+    "pgd3": ("pgd", {"steps": 3, "eps": A3_EPS}),
+    "a3_pgd3": ("a3_pgd", {"steps": 3, "eps": A3_EPS}),
+}
+
+
+def _row(r: dict, keys: list[str], digits: int = 1) -> str:
+    return " | ".join(f"{100 * r[k]:.{digits}f}%" for k in keys)
+
+
+def attention_section(results: list[dict], epochs: int, costs: dict | None) -> str:
+    n = results[0]["attack_images"] if results else 0
+    n_aa = results[0]["aa_images"] if results else 0
+    by = {r["recipe"]: r for r in results}
+
+    def rel(recipe: str) -> str:
+        if costs and recipe in costs["seconds"]:
+            return f"{costs['seconds'][recipe] / costs['seconds']['madry']:.2f}"
+        return "-"
+
+    lines = [
+        "## ATAT, AAD and A3 on Fashion-MNIST",
+        "",
+        f"`python benchmarks/defenses.py attention --epochs {epochs} --attack-images {n} --aa-images "
+        f"{n_aa}`: small_cnn, each recipe's `configs/<recipe>_fmnist.yaml` for **{epochs} epochs**, "
+        f"eps 0.1 in training and attack, white-box, untargeted; attacks on the first {n} test "
+        f"images, AutoAttack (standard) on the first {n_aa}, clean accuracy on all 10,000. atat's "
+        "teacher is the cached standard stage of the same epochs. Step cost x madry: one training "
+        "step on a batch of 128 (`defenses.py cost`).",
+        "",
+        "ATAT Table 1 layout (I-FGSM-20: step eps / 4 as PGD-7's 2/255 at 8/255; PGD: random start, "
+        "step 2.5 eps / steps):",
+        "",
+        "| recipe | clean | FGSM | I-FGSM-20 | PGD-7 | PGD-20 | AutoAttack | step cost x madry |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for recipe in ("standard", "madry", "alp", "atat"):
+        if recipe in by:
+            r = by[recipe]
+            lines.append(f"| {recipe} | {100 * r['clean']:.2f}% | "
+                         f"{_row(r, ['fgsm', 'ifgsm20', 'pgd7', 'pgd20', 'autoattack'])} | {rel(recipe)} |")
+    lines += ["", "AAD Table 6 layout (CW-k: PGD on the CW margin):", "",
+              "| recipe | clean | FGSM | PGD-10 | PGD-20 | PGD-40 | PGD-100 | CW-10 | CW-20 | CW-40 | CW-100 "
+              "| AutoAttack | step cost x madry |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = ["fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20", "cw40", "cw100", "autoattack"]
+    for recipe in ("standard", "madry", "aad_madry", "alp", "aad_alp"):
+        if recipe in by:
+            lines.append(f"| {recipe} | {100 * by[recipe]['clean']:.2f}% | {_row(by[recipe], keys)} | "
+                         f"{rel(recipe)} |")
+    lines += ["", f"AAD Table 7 layout: accuracy under 3 iterations at eps {A3_EPS:g} (AAD: 3 iterations "
+              "at half its training budget), each attack alone and with A3 (sigma 10; lower is a "
+              "stronger attack):", "",
+              "| recipe | Iter-StepLL | Iter-StepLL + A3 | PGD | PGD + A3 |", "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['recipe']} | {_row(r, ['iter_ll3', 'a3_iter_ll3', 'pgd3', 'a3_pgd3'])} |")
+    lines.append("")
+    return "\n".join(wrap_prose(line) for line in lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["cost", "table", "ablation"])
+    parser.add_argument("what", choices=["cost", "table", "ablation", "attention"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--attack-images", type=int, default=1000)
@@ -257,9 +336,19 @@ def main() -> None:
         if not args.no_write:
             write_section(text)
         return
+    costs_file = OUT / "cost.json"
+    costs = json.loads(costs_file.read_text()) if costs_file.is_file() else None
+    if args.what == "attention":
+        results = []
+        for recipe in ATTENTION:
+            results.append(with_attacks(recipe, args.epochs, args.attack_images, args.aa_images,
+                                        ATTENTION_ATTACKS))
+            print(json.dumps(results[-1]), flush=True)
+            if not args.no_write:
+                write_section(attention_section(results, args.epochs, costs))
+        print(attention_section(results, args.epochs, costs))
+        return
     if args.what == "ablation":
-        costs_file = OUT / "cost.json"
-        costs = json.loads(costs_file.read_text()) if costs_file.is_file() else None
         results = []
         for recipe in ABLATION:
             results.append(ablation_recipe(recipe, args.epochs, args.attack_images, args.aa_images))

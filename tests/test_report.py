@@ -44,7 +44,7 @@ def test_builtin_suites_load_with_the_papers_columns():
     assert suite_names() == ["autoattack", "full", "papers", "quick"]
     papers = {a.label for a in load_suite("papers").attacks}
     for column in ("FGSM", "BIM-7", "PGD-20", "PGD-100", "CW-20", "CW-100", "MIM-40", "AutoAttack",
-                   "I-FGSM-20", "PGD-7", "step_ll eps x0.25", "iter_FGSM eps x2"):
+                   "I-FGSM-20", "PGD-7", "A3-PGD-20", "step_ll eps x0.25", "iter_FGSM eps x2"):
         assert column in papers, column
     full = load_suite("full")
     assert papers < {a.label for a in full.attacks}  # full includes papers
@@ -199,7 +199,7 @@ def test_transfer_from_a_cached_standard_source_curves_and_their_checks(runs, tm
     logs = []
     report = evaluate_suite(runs / "adv", str(suite), limit=24, out=str(tmp_path / "r"), log=logs.append)
     assert any("training the transfer source" in line for line in logs)
-    source_dir = runs / "_source_synthetic_small_cnn"
+    (source_dir,) = runs.glob("_source_synthetic_small_cnn_*")  # named by a hash of its config
     assert (source_dir / "checkpoints" / "last.pt").is_file()
     assert load_config(source_dir / "config.yaml").defense.recipe == "standard"
     transfer_col = report["attacks"][1]

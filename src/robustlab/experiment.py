@@ -287,8 +287,8 @@ def _report_dir(path: Path, loaded: Loaded) -> Path:
     return run_dir / ("report" if which == "last" else f"report_{which}")
 
 
-def standard_stage(cfg: Config, role: str, seed_offset: int,
-                   log: Callable[[str], None] = say) -> Classifier:
+def standard_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str], None] = say,
+                   title: str | None = None) -> Classifier:
     """A standard-trained model with `cfg`'s data, model, optimizer and epochs (seed + offset),
     trained once as a named stage and reused by every run with the same settings: it lives in
     <out_dir>/_<role>_<data>_<model>_<hash of its config>, resumable like any run."""
@@ -308,7 +308,7 @@ def standard_stage(cfg: Config, role: str, seed_offset: int,
         state = load_checkpoint(checkpoint)
         if state["epoch"] >= stage.train.epochs:
             return model_from_checkpoint(state)
-    log(f"training the {role} {stage.name} (standard, {stage.train.epochs} epochs; cached for "
+    log(f"training the {title or role} {stage.name} (standard, {stage.train.epochs} epochs; cached for "
         "later runs)")
     return train(stage, resume=True, log=log).model
 
@@ -316,7 +316,7 @@ def standard_stage(cfg: Config, role: str, seed_offset: int,
 def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Classifier:
     """The default transfer source: a standard-trained model of the same architecture on the
     same data, another seed (a cached `standard_stage`)."""
-    return standard_stage(cfg, "source", 1, log).to(device).eval()
+    return standard_stage(cfg, "source", 1, log, title="transfer source").to(device).eval()
 
 
 def build_teacher(cfg: Config, ds: Dataset, objective, device,

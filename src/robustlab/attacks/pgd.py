@@ -19,7 +19,8 @@ from robustlab.attacks.base import (
 from robustlab.attacks.losses import LOSSES, is_adversarial
 from robustlab.attacks.targets import TARGETS
 from robustlab.attacks.threat import Threat
-from robustlab.errors import check_ranges
+from robustlab.attention import cam_from, features_and_logits, grad_cam, normalize, threshold_area
+from robustlab.errors import UserError, check_ranges
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class PGD:
     (Dong et al. 2018) adds momentum g = mu g + grad / ||grad||_1 and steps along sign(g).
     With restarts, each sample keeps its best run: adversarial first, then the highest loss.
     TRADES's inner maximisation (Zhang et al. 2019) is loss="kl" with start_std=0.001.
+    A3 (AAD, Sec. 4.3 eq. 11-13) is `attention=sigma`: the loss gains sigma * mean |Att(x) -
+    g(x_adv)|, the L1 deviation of the adversarial image's Grad-CAM (true class, min-max
+    normalised to [0, 1] so that it is comparable with the binary area) from the clean image's
+    attention area (Grad-CAM >= its mean); sigma = 0 is the base attack exactly.
 
     Args:
         threat: the ball (norm, eps) inside [0, 1].
@@ -46,6 +51,7 @@ class PGD:
         noise: "per_sample" (the default: reproducible whatever the batch) or "global", which
             draws from torch's global generator: adversarial training wants a fresh start for
             the same image every epoch, and the trainer checkpoints that generator.
+        attention: A3's sigma (0: off); needs a model with the `Classifier` contract.
     """
 
     threat: Threat = Threat()
@@ -61,6 +67,7 @@ class PGD:
     start_std: float | None = None
     seed: int = 0
     noise: str = "per_sample"
+    attention: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -76,6 +83,7 @@ class PGD:
             (self.noise in ("per_sample", "global"), "noise", self.noise, "per_sample or global"),
             (self.loss != "kl" or self.random_start, "random_start", self.random_start,
              "true with loss=kl (its gradient is zero at the clean input)"),
+            (self.attention >= 0, "attention", self.attention, ">= 0 (A3's sigma)"),
         ]
         check_ranges(checks)
 
@@ -100,9 +108,10 @@ class PGD:
                 if self.loss == "kl":
                     params = {"reference": clean_logits.float().log_softmax(1)}
             loss_fn = LOSSES[self.loss](**params)
+            area = self._attention_area(model, x, y)
             best, best_loss, best_hit = x.clone(), None, None
             for restart in range(self.restarts):
-                x_adv, t = self._run(model, x, y, target, rule, seeds, loss_fn, restart)
+                x_adv, t = self._run(model, x, y, target, rule, seeds, loss_fn, restart, area)
                 if self.restarts == 1:
                     return x_adv
                 with torch.no_grad():
@@ -117,16 +126,38 @@ class PGD:
                 best_hit = best_hit | hit
             return best
 
-    def _run(self, model, x, y, target, rule, seeds, loss_fn, restart):
+    def _attention_area(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor | None:
+        """Att(x), the clean image's attention area for A3 (AAD eq. 3), or None without A3."""
+        if not self.attention:
+            return None
+        if not all(hasattr(model, name) for name in ("features", "embed", "head")):
+            raise UserError("A3 (attention > 0) needs a robustlab Classifier (features / embed / head)")
+        return threshold_area(grad_cam(model, x, y)).to(x.dtype)
+
+    def _step_loss(self, model: nn.Module, x_adv: Tensor, y: Tensor, target, rule, seeds, loss_fn,
+                   area: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The loss the step ascends, and the target it used. With A3 (AAD eq. 12) one forward
+        gives the feature map and the logits, and the attention deviation is added."""
+        if area is None:
+            logits = model(x_adv)
+        else:
+            feats, logits = features_and_logits(model, x_adv, None, differentiable=True)
+        if self.retarget and rule is not None:
+            target = rule(logits.detach(), y, seeds)
+        loss = loss_fn(logits, y, target)
+        if area is not None:
+            cam = normalize(cam_from(feats, logits, y, create_graph=True), "minmax")
+            loss = loss + self.attention * (area - cam).abs().mean((1, 2))
+        return loss, target
+
+    def _run(self, model, x, y, target, rule, seeds, loss_fn, restart, area=None):
         """One restart: the final iterate and the target it ended with."""
         x_adv = self._start(x, restart) if self.random_start else x.clone()
         g = torch.zeros_like(x) if self.momentum else None
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            logits = model(x_adv)
-            if self.retarget and rule is not None:
-                target = rule(logits.detach(), y, seeds)
-            grad = input_grad(loss_fn(logits, y, target), x_adv)
+            loss, target = self._step_loss(model, x_adv, y, target, rule, seeds, loss_fn, area)
+            grad = input_grad(loss, x_adv)
             if g is not None:
                 l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
                 g = self.momentum * g + grad / l1

@@ -60,5 +60,14 @@ _register("pgd", "PGD, Madry et al. 2018: random start, 20 steps of 2.5 eps / st
           steps=20, random_start=True)
 _register("cw_inf", "CW-k in AGKD-BML Table 1: PGD on the Carlini-Wagner margin (kappa 0)",
           steps=20, random_start=True, loss="cw")
+# A3 (AAD Sec. 4.3, eq. 11-13): the base attack's loss plus sigma * the deviation of the adversarial
+# image's Grad-CAM from the clean image's attention area; sigma 10 as AAD Sec. 5.6.
+A3 = "A3 (AAD, Sec. 4.3 eq. 11-13): {base} with sigma * |Att(x) - g(x_adv)|_1 added to the loss, sigma 10"
+_register("a3_step_ll", A3.format(base="step_ll"), step_rule=lambda eps, k: eps, target="least_likely",
+          attention=10.0, **ONE_STEP)
+_register("a3_iter_ll", A3.format(base="iter_ll"), step_rule=lambda eps, k: 1 / 255,
+          steps_rule=kurakin_steps, random_start=False, target="least_likely", retarget=True,
+          attention=10.0)
+_register("a3_pgd", A3.format(base="PGD-20"), steps=20, random_start=True, attention=10.0)
 _register("mim", "MIM, Dong et al. 2018: momentum mu 1.0, 10 steps of eps / steps, no random start",
           step_rule=lambda eps, k: eps / k, steps=10, momentum=1.0, random_start=False)

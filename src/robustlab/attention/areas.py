@@ -46,3 +46,15 @@ def iou(a: Tensor, b: Tensor) -> Tensor:
     inter = (a & b).sum(1).float()
     union = (a | b).sum(1).float()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def mask_out(x: Tensor, maps: Tensor, kappa: float | None = None) -> Tensor:
+    """x^m = x * (1 - Att(x)) (AAD eq. 7): the attention area, thresholded after a bilinear resize
+    of the maps to the input size, set to 0 in every channel. A hard mask: no gradient flows
+    through it."""
+    if maps.dim() != 3 or len(maps) != len(x):
+        raise UserError(f"mask_out needs one map [B, h, w] per image: got maps {tuple(maps.shape)} "
+                        f"for images {tuple(x.shape)}")
+    size = x.shape[-2:]
+    full = F.interpolate(maps.detach()[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return x * (1 - threshold_area(full, kappa).to(x.dtype))[:, None]

@@ -96,14 +96,23 @@ def grad_cam(model: nn.Module, x: Tensor, cls: Tensor | None = None, *, layer: s
         relu: False keeps the negative evidence too.
     """
     feats, logits = features_and_logits(model, x, layer, differentiable=create_graph)
+    return cam_from(feats, logits, cls, create_graph=create_graph, relu=relu)
+
+
+def cam_from(feats: Tensor, logits: Tensor, cls: Tensor | None = None, *, create_graph: bool = False,
+             relu: bool = True) -> Tensor:
+    """Grad-CAM from a feature map and the logits computed from it in the same graph, e.g. the
+    outputs a training step already has (`Out.features`, `Out.logits`): no extra forward."""
     if cls is None:
         cls = logits.detach().argmax(1)
-    if cls.shape != (len(x),):
+    if cls.shape != (len(feats),):
         raise UserError(f"grad_cam needs one class per image: got shape {tuple(cls.shape)} "
-                        f"for {len(x)} images")
-    score = logits.gather(1, cls.view(-1, 1).to(logits.device)).sum()
-    (grads,) = torch.autograd.grad(score, feats, create_graph=create_graph)
-    cam = (grads.mean((2, 3), keepdim=True) * feats).sum(1)
+                        f"for {len(feats)} images")
+    with torch.enable_grad():
+        score = logits.gather(1, cls.view(-1, 1).to(logits.device)).sum()
+        # retain_graph: a training step still backpropagates through these logits afterwards.
+        (grads,) = torch.autograd.grad(score, feats, create_graph=create_graph, retain_graph=True)
+        cam = (grads.mean((2, 3), keepdim=True) * feats).sum(1)
     if relu:
         cam = F.relu(cam)
     return cam if create_graph else cam.detach()

@@ -122,6 +122,66 @@ def free_at(eps: float, replays: int = 8, label_smoothing: float = 0.0) -> Objec
                       FreeAdversary(eps), replays=replays)
 
 
+@RECIPES.register("atat", paper="ATAT eq. 7: CE on the clean + adversarial mixture + lambda1 Grad-CAM "
+                  "attention transfer (eq. 5, p = 2) + lambda2 ||z(x) - z(x_adv)||_2 (eq. 6)",
+                  adversary="PGD-7 with random start (step 2.5 eps / 7)", teacher="standard-trained, frozen")
+def atat(eps: float, at_weight: float = 1.0, lp_weight: float = 0.5, p: float = 2.0, steps: int = 7,
+         step_size: float | None = None, attack_mode: str = "eval",
+         label_smoothing: float = 0.0) -> Objective:
+    """ATAT does not state lambda1 and lambda2; 1 and 0.5 (ALP's pairing weight) are ours. CE on
+    the mixture is 0.5 CE(x) + 0.5 CE(x_adv), as ALP's."""
+    ce = {"label_smoothing": label_smoothing}
+    return _objective("atat", {"clean_ce": {"weight": 0.5, **ce}, "adv_ce": {"weight": 0.5, **ce},
+                               "attention_transfer": {"weight": at_weight, "p": p},
+                               "logit_pairing": {"weight": lp_weight, "squared": False}},
+                      _pgd(eps, steps, step_size, attack_mode))
+
+
+CLASSIFICATION = {"ce": {"clean_ce": "clean_ce", "adv_ce": "adv_ce"},
+                  "soft_margin": {"clean_ce": "clean_soft_margin", "adv_ce": "adv_soft_margin"}}
+
+
+def _with_aad(base: Objective, name: str, alpha: float, beta: float, kappa: float | None,
+              classification: str) -> Objective:
+    """AAD eq. 10 on top of a base recipe: L_c (the base's classification terms, CE or AAD's
+    multi-label soft margin) + alpha L_r (eq. 8) + beta L_p (eq. 9)."""
+    if classification not in CLASSIFICATION:
+        raise UserError(f"classification={classification!r}: choose ce or soft_margin")
+    check_ranges([(alpha >= 0, "alpha", alpha, ">= 0"), (beta >= 0, "beta", beta, ">= 0")])
+    rename = CLASSIFICATION[classification]
+    terms = {}
+    for term, (fn, weight) in base.terms.items():
+        if term in rename and rename[term] != term:  # the soft margin takes no label smoothing
+            term, fn = rename[term], make_terms({rename[term]: weight})[rename[term]][0]
+        terms[term] = (fn, weight)
+    terms.update(make_terms({"attention_rectification": {"weight": alpha, "kappa": kappa},
+                             "attention_preservation": beta}))
+    base.terms, base.name = {t: v for t, v in terms.items() if v[1] != 0}, name
+    return base
+
+
+@RECIPES.register("aad_madry", paper="AAD eq. 10 on Madry's PGD training: L_c + 0.01 attention "
+                  "rectification (eq. 8) + 0.01 attention preservation (eq. 9)",
+                  adversary="PGD-7 with random start (Madry et al.)")
+def aad_madry(eps: float, alpha: float = 0.01, beta: float = 0.01, kappa: float | None = None,
+              classification: str = "ce", steps: int = 7, step_size: float | None = None,
+              attack_mode: str = "eval", label_smoothing: float = 0.0) -> Objective:
+    """AAD's L_c is a multi-label soft-margin loss (classification=soft_margin); CE is the
+    default here so that aad_madry differs from madry only by AAD's two terms."""
+    return _with_aad(madry(eps, steps, step_size, attack_mode, label_smoothing), "aad_madry",
+                     alpha, beta, kappa, classification)
+
+
+@RECIPES.register("aad_alp", paper="AAD eq. 10 on ALP: ALP's loss + 0.01 attention rectification "
+                  "(eq. 8) + 0.01 attention preservation (eq. 9)", adversary="PGD-7 with random start")
+def aad_alp(eps: float, alpha: float = 0.01, beta: float = 0.01, kappa: float | None = None,
+            classification: str = "ce", pairing: float = 0.5, steps: int = 7,
+            step_size: float | None = None, attack_mode: str = "eval",
+            label_smoothing: float = 0.0) -> Objective:
+    return _with_aad(alp(eps, pairing, steps, step_size, attack_mode, label_smoothing), "aad_alp",
+                     alpha, beta, kappa, classification)
+
+
 def _agkd_bml(name: str, eps: float, *, kd_weight: float, triplet_weight: float, norm_weight: float,
               margin: float, steps: int, step_size: float | None, attack_mode: str,
               label_smoothing: float, normalization: str = "none") -> Objective:

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from robustlab.attention import grad_cam
 from robustlab.errors import UserError
 from robustlab.models import Out
 
@@ -55,6 +56,11 @@ class Step:
         self.teacher = teacher
         self._forward_all = forward_all or model.forward_all
         self._memo: dict[str, object] = {}
+
+    def forward(self, x: Tensor) -> Out:
+        """Outputs on other inputs (AAD's masked images), with gradients, through the same
+        (possibly DDP-wrapped) forward as `clean` and `adv`."""
+        return self._forward_all(x)
 
     @cached_property
     def clean(self) -> Out:
@@ -129,6 +135,13 @@ class Step:
     def teacher_partner(self) -> Out:
         """The frozen teacher's outputs on the clean partners (no gradients)."""
         return self._teacher(self.pairs.partner)
+
+    @cached_property
+    def teacher_cam(self) -> Tensor:
+        """The frozen teacher's Grad-CAM on x[:k] for the true labels, [k, h, w] (ATAT eq. 3)."""
+        self._teacher(self.x[:0])  # the same clear error when there is no teacher
+        teacher = getattr(self.teacher, "model", self.teacher)
+        return grad_cam(teacher, self.x[: self.k], self.y_adv)
 
     def _teacher(self, x: Tensor) -> Out:
         if self.teacher is None:

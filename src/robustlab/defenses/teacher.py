@@ -16,7 +16,8 @@ class FrozenTeacher(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.requires_grad_(False)
+        self.train()  # i.e. eval, for the wrapper and the model
 
     def train(self, mode: bool = True) -> FrozenTeacher:
         # nn.Module.train would recurse into the model; the teacher's BN must keep its statistics.

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustlab.attacks.losses import kl_divergence, other_max
-from robustlab.attention import channel_mean, normalize
+from robustlab.attention import cam_from, channel_mean, mask_out, normalize
 from robustlab.defenses.step import Step
+from robustlab.models import Out
 from robustlab.registry import Registry
 
 TERMS: Registry = Registry("loss term")
@@ -181,14 +182,18 @@ def bml_norm(step: Step) -> Tensor:
 
 # ---- attention distillation ---------------------------------------------------------------
 
+def _resized(teacher: Tensor, student: Tensor) -> Tensor:
+    """The teacher's maps at the student's map size (a teacher of another architecture)."""
+    if teacher.shape[1:] == student.shape[1:]:
+        return teacher
+    return F.interpolate(teacher[:, None], size=student.shape[1:], mode="bilinear", align_corners=False)[:, 0]
+
+
 def attention_distance(teacher_features: Tensor, student_features: Tensor, how: str = "none") -> Tensor:
     """D(A(F_t), A(F_s)) = mean over images and cells of |A_t - A_s| (AGKD-BML eq. 4, D = L1),
     A the channel mean. A teacher map of another size is resized to the student's."""
-    teacher = channel_mean(teacher_features)
     student = channel_mean(student_features)
-    if teacher.shape[1:] != student.shape[1:]:
-        teacher = F.interpolate(teacher[:, None], size=student.shape[1:], mode="bilinear",
-                                align_corners=False)[:, 0]
+    teacher = _resized(channel_mean(teacher_features), student)
     return (normalize(teacher, how) - normalize(student, how)).abs().mean()
 
 
@@ -204,3 +209,81 @@ def attention_kd(step: Step, normalization: str = "none") -> Tensor:
         loss = loss + attention_distance(step.teacher_partner.features, step.partner_adv.features,
                                          normalization)
     return loss
+
+
+# ---- Grad-CAM attention: ATAT and AAD ------------------------------------------------------------
+
+def student_cam(step: Step, which: str) -> Tensor:
+    """Grad-CAM of the training model for the true labels on the clean (all B) or adversarial
+    (k) images, from the step's cached outputs and differentiable w.r.t. the parameters (double
+    backward); computed once per batch."""
+    def compute() -> Tensor:
+        out, y = (step.adv, step.y_adv) if which == "adv" else (step.clean, step.y)
+        return cam_from(out.features, out.logits, y, create_graph=True)
+
+    return step.memo(f"cam_{which}", compute)
+
+
+@TERMS.register("attention_transfer", paper="ATAT eq. 5: sum_l ||v(ATT_T(x)) - v(ATT_S(x_adv))||_p + "
+                "||v(ATT_T(x)) - v(ATT_S(x))||_p, Grad-CAM of the true class at the top conv layer",
+                needs=("teacher", "clean", "adv"))
+def attention_transfer(step: Step, p: float = 2.0) -> Tensor:
+    """The teacher's Grad-CAM on the clean image guides the student's on both the adversarial
+    and the clean image; mean over the batch of the p-norms (p = 2 in ATAT)."""
+    adv = student_cam(step, "adv")
+    clean = student_cam(step, "clean")[: step.k]
+    teacher = _resized(step.teacher_cam, adv).flatten(1)
+    return ((teacher - adv.flatten(1)).norm(p=p, dim=1).mean()
+            + (teacher - clean.flatten(1)).norm(p=p, dim=1).mean())
+
+
+def _masked_outputs(step: Step, kappa: float | None) -> tuple[Out, Out]:
+    """Outputs on x^m and x^m_adv (AAD eq. 7), one forward of both, once per batch."""
+    def compute() -> tuple[Out, Out]:
+        x_m = mask_out(step.x[: step.k], student_cam(step, "clean")[: step.k], kappa)
+        x_adv_m = mask_out(step.x_adv, student_cam(step, "adv"), kappa)
+        out = step.forward(torch.cat([x_m, x_adv_m]))
+        k = step.k
+        return (Out(out.logits[:k], out.embedding[:k], out.features[:k]),
+                Out(out.logits[k:], out.embedding[k:], out.features[k:]))
+
+    return step.memo(f"masked_{kappa}", compute)
+
+
+@TERMS.register("attention_rectification", paper="AAD eq. 8: -[||f(x) - f(x^m)||_2 + ||f(x_adv) - "
+                "f(x^m_adv)||_2] on softmax outputs, x^m = x * (1 - Att(x)) (eq. 7)",
+                needs=("clean", "adv"))
+def attention_rectification(step: Step, kappa: float | None = None) -> Tensor:
+    """Pushes the prediction on the image with its attention area removed away from the
+    prediction on the whole image, so the area must hold all the evidence. kappa None: the
+    map's mean (AAD's default)."""
+    masked, masked_adv = _masked_outputs(step, kappa)
+    p_clean = step.clean.logits[: step.k].softmax(1)
+    return -((p_clean - masked.logits.softmax(1)).norm(dim=1).mean()
+             + (step.adv.logits.softmax(1) - masked_adv.logits.softmax(1)).norm(dim=1).mean())
+
+
+@TERMS.register("attention_preservation", paper="AAD eq. 9: L1(g(x), g(x_adv)), Grad-CAM of the true "
+                "class on the clean and the adversarial image", needs=("clean", "adv"))
+def attention_preservation(step: Step) -> Tensor:
+    """Mean over the batch of sum over cells |g(x) - g(x_adv)|."""
+    clean = student_cam(step, "clean")[: step.k]
+    return (clean - student_cam(step, "adv")).abs().flatten(1).sum(1).mean()
+
+
+def _soft_margin(logits: Tensor, y: Tensor) -> Tensor:
+    return F.multilabel_soft_margin_loss(logits, F.one_hot(y, logits.shape[1]).to(logits.dtype))
+
+
+@TERMS.register("clean_soft_margin", paper="AAD eq. 10's L_c: multi-label soft-margin loss on the "
+                "one-hot label, clean images", needs=("clean",))
+def clean_soft_margin(step: Step) -> Tensor:
+    """mean_c -[y_c log sigmoid(z_c) + (1 - y_c) log sigmoid(-z_c)] on clean inputs."""
+    return _soft_margin(step.clean.logits, step.y)
+
+
+@TERMS.register("adv_soft_margin", paper="AAD eq. 10's L_c on the adversarial images",
+                needs=("adv",))
+def adv_soft_margin(step: Step) -> Tensor:
+    """The multi-label soft-margin loss on x_adv."""
+    return _soft_margin(step.adv.logits, step.y_adv)
