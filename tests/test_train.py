@@ -103,6 +103,8 @@ def test_lr_schedules_hand_values():
     ["defense.recipe=trades", "defense.options={steps: 2}", "train.monitor_images=16"],  # two forwards
     # a teacher stage trained under DDP first, then three student forwards and partner draws
     ["defense.recipe=agkd_bml", "defense.eps=0.1", "defense.options={steps: 1}"],
+    # Grad-CAM terms: double backward through DDP outputs, and two more forwards (masked images)
+    ["defense.recipe=aad_madry", "defense.eps=0.1", "defense.options={steps: 1}"],
 ])
 def test_two_gloo_processes_end_with_identical_weights(tmp_path, recipe):
     script = Path(__file__).with_name("ddp_train.py")
