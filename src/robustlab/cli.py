@@ -249,7 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        code = args.func(args)
+        from robustlab.train.distributed import end_distributed
+
+        end_distributed()  # every rank reached the end: let them leave together
+        return code
     except UserError as exc:
         if args.debug:
             raise

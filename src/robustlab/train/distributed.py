@@ -40,6 +40,15 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
+def end_distributed() -> None:
+    """Wait for every rank, then tear the process group down. Without it a rank that finishes
+    first exits while gloo still holds its connections, and its threads can abort the process
+    ("terminate called without an active exception") before the others are done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled and dist.is_initialized():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
