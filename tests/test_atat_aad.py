@@ -142,3 +142,23 @@ def test_a3_needs_a_classifier():
     x, y = batch(2)
     with pytest.raises(UserError, match="A3"):
         ATTACKS.build("a3_pgd", eps=EPS)(plain, x, y)
+
+
+def test_attention_transfer_sums_over_named_layers():
+    # the top layer by name ("body", whose output is the feature map) gives the same value as the
+    # default; listing it with another layer adds that layer's (positive) distance
+    student, teacher = tiny_model(0).train(), FrozenTeacher(tiny_model(1))
+    x, y = batch()
+    objective = build_objective("atat", eps=EPS)
+
+    def value(**params):
+        step = Step(student, x, y, adversary=lambda m, x_, y_: (x_ + 0.05).clamp(0, 1), teacher=teacher)
+        return TERMS.get("attention_transfer")(step, **params)
+
+    default, by_name = value(), value(layers=["body"])
+    assert by_name.item() == pytest.approx(default.item(), rel=1e-5)
+    both = value(layers=["body", "body.5"])
+    assert both.item() > default.item()
+    both.backward()
+    assert student.body[0].weight.grad.abs().sum() > 0
+    assert objective.needs_teacher

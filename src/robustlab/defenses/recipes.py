@@ -125,14 +125,15 @@ def free_at(eps: float, replays: int = 8, label_smoothing: float = 0.0) -> Objec
 @RECIPES.register("atat", paper="ATAT eq. 7: CE on the clean + adversarial mixture + lambda1 Grad-CAM "
                   "attention transfer (eq. 5, p = 2) + lambda2 ||z(x) - z(x_adv)||_2 (eq. 6)",
                   adversary="PGD-7 with random start (step 2.5 eps / 7)", teacher="standard-trained, frozen")
-def atat(eps: float, at_weight: float = 1.0, lp_weight: float = 0.5, p: float = 2.0, steps: int = 7,
-         step_size: float | None = None, attack_mode: str = "eval",
-         label_smoothing: float = 0.0) -> Objective:
+def atat(eps: float, at_weight: float = 1.0, lp_weight: float = 0.5, p: float = 2.0,
+         layers: list | None = None, steps: int = 7, step_size: float | None = None,
+         attack_mode: str = "eval", label_smoothing: float = 0.0) -> Objective:
     """ATAT does not state lambda1 and lambda2; 1 and 0.5 (ALP's pairing weight) are ours. CE on
-    the mixture is 0.5 CE(x) + 0.5 CE(x_adv), as ALP's."""
+    the mixture is 0.5 CE(x) + 0.5 CE(x_adv), as ALP's. `layers` (module names) sums eq. 5 over
+    more layers than the top conv one."""
     ce = {"label_smoothing": label_smoothing}
     return _objective("atat", {"clean_ce": {"weight": 0.5, **ce}, "adv_ce": {"weight": 0.5, **ce},
-                               "attention_transfer": {"weight": at_weight, "p": p},
+                               "attention_transfer": {"weight": at_weight, "p": p, "layers": layers},
                                "logit_pairing": {"weight": lp_weight, "squared": False}},
                       _pgd(eps, steps, step_size, attack_mode))
 

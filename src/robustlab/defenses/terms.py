@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustlab.attacks.losses import kl_divergence, other_max
-from robustlab.attention import cam_from, channel_mean, mask_out, normalize
+from robustlab.attention import cam_from, channel_mean, grad_cam, mask_out, normalize
 from robustlab.defenses.step import Step
 from robustlab.models import Out
 from robustlab.registry import Registry
@@ -224,17 +224,40 @@ def student_cam(step: Step, which: str) -> Tensor:
     return step.memo(f"cam_{which}", compute)
 
 
+def _layer_cams(step: Step, layer: str | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(teacher on x, student on x_adv, student on x) Grad-CAMs of the true class at `layer`."""
+    if layer is None:
+        return step.teacher_cam, student_cam(step, "adv"), student_cam(step, "clean")[: step.k]
+    teacher = getattr(step.teacher, "model", step.teacher)
+    x, y = step.x[: step.k], step.y_adv
+
+    def compute() -> tuple[Tensor, Tensor, Tensor]:
+        return (grad_cam(teacher, x, y, layer=layer),
+                grad_cam(step.model, step.x_adv, y, layer=layer, create_graph=True),
+                grad_cam(step.model, x, y, layer=layer, create_graph=True))
+
+    return step.memo(f"cams_{layer}", compute)
+
+
 @TERMS.register("attention_transfer", paper="ATAT eq. 5: sum_l ||v(ATT_T(x)) - v(ATT_S(x_adv))||_p + "
                 "||v(ATT_T(x)) - v(ATT_S(x))||_p, Grad-CAM of the true class at the top conv layer",
                 needs=("teacher", "clean", "adv"))
-def attention_transfer(step: Step, p: float = 2.0) -> Tensor:
+def attention_transfer(step: Step, p: float = 2.0, layers: list | None = None) -> Tensor:
     """The teacher's Grad-CAM on the clean image guides the student's on both the adversarial
-    and the clean image; mean over the batch of the p-norms (p = 2 in ATAT)."""
-    adv = student_cam(step, "adv")
-    clean = student_cam(step, "clean")[: step.k]
-    teacher = _resized(step.teacher_cam, adv).flatten(1)
-    return ((teacher - adv.flatten(1)).norm(p=p, dim=1).mean()
-            + (teacher - clean.flatten(1)).norm(p=p, dim=1).mean())
+    and the clean image; mean over the batch of the p-norms (p = 2 in ATAT).
+
+    `layers`: module names to sum over (eq. 5's J); None is the top conv layer, the paper's
+    choice, read from the step's outputs. A named layer costs one more student forward per
+    image set (its Grad-CAM needs that layer's activations), outside DDP's forward: use it in
+    single-process training.
+    """
+    pairs = [_layer_cams(step, layer) for layer in layers or [None]]
+    loss = 0
+    for teacher, adv, clean in pairs:
+        teacher = _resized(teacher, adv).flatten(1)
+        loss = loss + ((teacher - adv.flatten(1)).norm(p=p, dim=1).mean()
+                       + (teacher - clean.flatten(1)).norm(p=p, dim=1).mean())
+    return loss
 
 
 def _masked_outputs(step: Step, kappa: float | None) -> tuple[Out, Out]:
