@@ -92,7 +92,7 @@ def test_papers_suite_end_to_end(runs, tmp_path):
     report = evaluate_suite(runs / "std", "papers", limit=16, out=str(tmp_path), log=quiet)
     jsonschema.validate(json.loads((tmp_path / "report.json").read_text()), schema())
     labels = [a["label"] for a in report["attacks"]]
-    assert len(labels) == 10 + 16  # ten table columns + four Cascade attacks at four eps
+    assert len(labels) == 11 + 16  # eleven table columns (A3 too) + four Cascade attacks at four eps
     by = {a["label"]: a for a in report["attacks"]}
     assert by["step_ll eps x2"]["eps"] == pytest.approx(0.2)
     assert by["PGD-20"]["params"]["step_size"] == pytest.approx(0.025)

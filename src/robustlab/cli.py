@@ -6,9 +6,12 @@ A user mistake (`UserError`) prints one line and exits 2; `--debug` shows the tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from robustlab import __version__
 from robustlab.errors import UserError
@@ -71,14 +74,14 @@ def _eval(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from robustlab.io import atomic_write_text
     from robustlab.report import compare_html, compare_markdown, load_report
 
     reports = [load_report(path) for path in args.runs]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     text = compare_markdown(reports)
-    (out / "compare.md").write_text(text)
-    (out / "compare.html").write_text(compare_html(reports))
+    atomic_write_text(out / "compare.md", text)
+    atomic_write_text(out / "compare.html", compare_html(reports))
     print(text + f"\nwritten to {out}/compare.md and compare.html")
     return 0
 
@@ -249,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = args.func(args)
+        with _sigterm_as_interrupt():
+            code = args.func(args)
         from robustlab.train.distributed import end_distributed
 
         end_distributed()  # every rank reached the end: let them leave together
@@ -259,6 +263,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"robustlab: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied, ...: the files written so far are whole
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"robustlab: error: {exc.strerror or exc}{where}; files already written are intact, "
+              "free space or fix the permission and run the command again", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robustlab: interrupted; finished work is saved (an evaluation keeps report/state.pt): "
+              "run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends a command the way Ctrl-C does (training installs its own handlers, which
+    save a checkpoint first); the state files written so far are atomic, so nothing is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

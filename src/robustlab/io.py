@@ -1,7 +1,8 @@
 """File helpers every layer may use: atomic writes and loads that never run pickled code.
 
-`atomic_torch_save` writes to a temporary file in the target's directory, fsyncs it, and
-renames it over the target, so a crash mid-write never leaves a half-written file in place.
+`atomic_torch_save` (and `atomic_write_text`) writes to a temporary file in the target's
+directory, fsyncs it, and renames it over the target, so a crash mid-write never leaves a
+half-written file in place.
 `plain_torch_load` reads with `torch.load(weights_only=True)` (tensors and built-in values only,
 so a crafted file cannot execute code) and turns every bad file into a one-line `UserError`.
 """
@@ -40,6 +41,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (temp file in the same directory + rename): a failed or
+    interrupted write leaves the previous file as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from robustlab.io import atomic_write_text
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
@@ -26,9 +27,7 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     files = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
     texts = {"json": json.dumps(report, indent=1) + "\n", "md": markdown(report), "html": to_html(report)}
     for kind, path in files.items():
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(texts[kind])
-        os.replace(tmp, path)
+        atomic_write_text(path, texts[kind])
     return files
 
 
