@@ -214,7 +214,9 @@ def _parse_override(text: str) -> dict:
     try:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError as exc:
-        raise UserError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from None
+        # ReaderError (a control character) has no `problem`, only its message
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"override {text!r}: the value is not valid YAML ({problem})") from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")

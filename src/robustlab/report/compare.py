@@ -3,6 +3,7 @@ best value of each column marked (bold in Markdown, highlighted in HTML)."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -55,7 +56,9 @@ def compare_html(reports: list[dict]) -> str:
     cells = [[r["run"], *[pct(v) for v in row]] for r, row in zip(reports, rows)]
     classes = [["", *["best" if v is not None and v == best[j] and len(rows) > 1 else ""
                       for j, v in enumerate(row)]] for row in rows]
-    notes = "".join(f"<li>{r['run']}: {r['dataset']}, {r['model']}, recipe {r.get('recipe', '?')}, "
-                    f"eps {r['eps']:.4g}, {r['images']} images, suite {r['suite']}</li>" for r in reports)
+    # every field of a report may come from the user (run names, suite files): escape them all
+    notes = "".join("<li>" + html.escape(f"{r['run']}: {r['dataset']}, {r['model']}, recipe "
+                                         f"{r.get('recipe', '?')}, eps {r['eps']:.4g}, {r['images']} "
+                                         f"images, suite {r['suite']}") + "</li>" for r in reports)
     body = f"<h1>Comparison</h1>{html_table(['run', *columns], cells, classes)}<ul>{notes}</ul>"
     return page("robustlab comparison", body)

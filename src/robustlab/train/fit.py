@@ -363,9 +363,13 @@ def _train_step(step: Step, objective: Objective, optimizer, scaler, scheduler, 
     if tc.grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(step.model.parameters(), tc.grad_clip)
+    scale = scaler.get_scale() if scaler.is_enabled() else None
     scaler.step(optimizer)
     scaler.update()
-    scheduler.step()
+    # An fp16 overflow makes the scaler skip the optimizer step (and lower its scale); the
+    # schedule then waits too, so it stays in step with the updates actually made.
+    if scale is None or scaler.get_scale() >= scale:
+        scheduler.step()
     return terms
 
 
