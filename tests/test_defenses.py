@@ -153,6 +153,9 @@ def test_free_adversary_steps_with_the_training_gradient_and_keeps_state():
     assert free.delta[0].flatten().tolist() == pytest.approx([0.1, -0.1, 0, 0.1])
     free.after_backward(x_adv)  # clipped to eps
     assert free.delta[0].flatten().tolist() == pytest.approx([0.1, -0.1, 0, 0.1])
+    x_adv.grad[0, 0, 0, 0] = float("inf")  # an fp16 overflow: the step is skipped, delta kept
+    free.after_backward(x_adv)
+    assert free.delta[0].flatten().tolist() == pytest.approx([0.1, -0.1, 0, 0.1])
     restored = FreeAdversary(eps=0.1)
     restored.load_state_dict(free.state_dict())
     assert torch.equal(restored(None, x, None), free(None, x, None))
