@@ -86,6 +86,25 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from robustlab.explain import explain
+
+    overlay = None
+    if args.overlay_classes:
+        try:
+            overlay = [int(c) for c in args.overlay_classes.split(",")]
+        except ValueError:
+            raise UserError(f"--overlay-classes={args.overlay_classes!r}: give class numbers, "
+                            "e.g. 0,6") from None
+    result = explain(args.runs, which=args.checkpoint, what=tuple(w.strip() for w in args.what.split(",")),
+                     images=args.images, study_images=args.study_images, embed_images=args.embed_images,
+                     attack=args.attack, eps=args.eps, trace_steps=args.trace_steps,
+                     overlay_classes=overlay, out=args.out, data_dir=args.data_dir)
+    print(f"explain: {result['files']['html']} (and explain.md, explain.json, "
+          f"{', '.join(k for k in result['files'] if k.endswith('.png'))})")
+    return 0
+
+
 def _attack_params(pairs: list[str]) -> dict:
     """`eps=8/255 steps=20 target=least_likely` -> a dict (YAML values; a/b fractions allowed)."""
     import re
@@ -210,6 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories or report.json files")
     p.add_argument("--out", default="runs/compare", help="where compare.md and compare.html go")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("explain", help="what runs look at: attention maps, attention studies, embeddings, "
+                       "loss landscapes (PNGs + explain.html)")
+    p.add_argument("runs", nargs="+", help="run directories or checkpoint files, shown side by side")
+    p.add_argument("--what", default="grid,trace,study,embeddings,landscape",
+                   help="comma-separated analyses (default: all)")
+    p.add_argument("--images", type=int, default=6, help="images in the attention grid and landscape")
+    p.add_argument("--study-images", type=int, default=500, help="images in the attention study")
+    p.add_argument("--embed-images", type=int, default=1000, help="images in the t-SNE")
+    p.add_argument("--attack", "-a", default="pgd", help="attack for the grid and embeddings")
+    p.add_argument("--eps", type=float, help="L-inf budget (default: the data set's)")
+    p.add_argument("--trace-steps", type=int, default=10, help="PGD iterations in the attention trace")
+    p.add_argument("--overlay-classes", help="comma-separated classes whose adversarial examples the "
+                   "t-SNE shows (default: all)")
+    p.add_argument("--checkpoint", default="last", help="last (default), best or best_robust")
+    p.add_argument("--out", help="output directory (default: RUN/explain)")
+    p.add_argument("--data-dir", help="where the data set lives (default: the run's)")
+    p.set_defaults(func=_explain)
 
     p = sub.add_parser("attack", help="attack a run or checkpoint on its data set")
     p.add_argument("run", help="run directory (runs/NAME) or checkpoint file")

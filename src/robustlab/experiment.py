@@ -287,11 +287,9 @@ def _report_dir(path: Path, loaded: Loaded) -> Path:
     return run_dir / ("report" if which == "last" else f"report_{which}")
 
 
-def standard_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str], None] = say,
-                   title: str | None = None) -> Classifier:
-    """A standard-trained model with `cfg`'s data, model, optimizer and epochs (seed + offset),
-    trained once as a named stage and reused by every run with the same settings: it lives in
-    <out_dir>/_<role>_<data>_<model>_<hash of its config>, resumable like any run."""
+def stage_config(cfg: Config, role: str, seed_offset: int) -> Config:
+    """The config of a standard-trained stage with `cfg`'s data, model, optimizer and epochs
+    (seed + offset), named <out_dir>/_<role>_<data>_<model>_<hash of its config>."""
     stage = config_from_dict(cfg.to_dict())
     stage.seed = cfg.seed + seed_offset
     stage.defense = type(cfg.defense)()
@@ -303,11 +301,26 @@ def standard_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str]
     key.pop("name"), key.pop("out_dir")
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     stage.name = f"_{role}_{cfg.data.name}_{cfg.model.name}_{digest}"
+    return stage
+
+
+def _finished_stage(stage: Config) -> Classifier | None:
     checkpoint = stage.run_dir / "checkpoints" / "last.pt"
     if checkpoint.is_file():
         state = load_checkpoint(checkpoint)
         if state["epoch"] >= stage.train.epochs:
             return model_from_checkpoint(state)
+    return None
+
+
+def standard_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str], None] = say,
+                   title: str | None = None) -> Classifier:
+    """A standard-trained model (`stage_config`), trained once as a named stage and reused by
+    every run with the same settings; resumable like any run."""
+    stage = stage_config(cfg, role, seed_offset)
+    model = _finished_stage(stage)
+    if model is not None:
+        return model
     log(f"training the {title or role} {stage.name} (standard, {stage.train.epochs} epochs; cached for "
         "later runs)")
     return train(stage, resume=True, log=log).model
@@ -317,6 +330,20 @@ def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Cl
     """The default transfer source: a standard-trained model of the same architecture on the
     same data, another seed (a cached `standard_stage`)."""
     return standard_stage(cfg, "source", 1, log, title="transfer source").to(device).eval()
+
+
+TEACHER = "teacher"
+
+
+def saved_teacher(cfg: Config) -> Classifier | None:
+    """The teacher a finished run used (its defense.teacher or its cached stage), or None when the
+    recipe has none or the file is gone; never trains one."""
+    objective = build_objective(cfg.defense.recipe, eps=cfg.defense.eps or 0.1, **cfg.defense.options)
+    if not (objective.needs_teacher or cfg.defense.teacher):
+        return None
+    if cfg.defense.teacher:
+        return load_run(cfg.defense.teacher, "last", cfg.data.data_dir).model
+    return _finished_stage(stage_config(cfg, TEACHER, 2))
 
 
 def build_teacher(cfg: Config, ds: Dataset, objective, device,
@@ -332,7 +359,7 @@ def build_teacher(cfg: Config, ds: Dataset, objective, device,
         loaded = load_run(cfg.defense.teacher, "last", cfg.data.data_dir)
         model, where = loaded.model, str(loaded.checkpoint)
     else:
-        model, where = standard_stage(cfg, "teacher", 2, log), "the cached teacher stage"
+        model, where = standard_stage(cfg, TEACHER, 2, log), "the cached teacher stage"
     theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))
     if theirs != (ds.num_classes, ds.in_channels):
         raise UserError(f"the teacher ({where}) takes {theirs[1]}-channel images into {theirs[0]} "
@@ -393,3 +420,4 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
     if dist.is_main:
         report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}
     return report
+
