@@ -89,20 +89,17 @@ def test_each_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys, run_dir, 
     assert not (tmp_path / "outside").exists() and not Path("/tmp/abs").exists()
 
 
-def test_a_config_file_with_unknown_keys_or_wrong_types(tmp_path, capsys):
+@pytest.mark.parametrize("text, expected", [
+    ("train: {epochz: 3}\n", "train.epochz"),
+    ("data: {batch_size: many}\n", "data.batch_size='many' has the wrong type"),
+    ("extends: no_such_base.yaml\n", "no_such_base.yaml"),
+    ("train: [unclosed\n", "not valid YAML"),
+])
+def test_a_config_file_with_unknown_keys_or_wrong_types(tmp_path, capsys, text, expected):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train: {epochz: 3}\n")
+    bad.write_text(text)
     code, _, err = run_cli(capsys, "train", "--config", bad, f"out_dir={tmp_path}")
-    assert code == 2 and "train.epochz" in one_line(err)
-    bad.write_text("data: {batch_size: many}\n")
-    code, _, err = run_cli(capsys, "train", "--config", bad, f"out_dir={tmp_path}")
-    assert code == 2 and "data.batch_size='many' has the wrong type" in one_line(err)
-    bad.write_text("extends: no_such_base.yaml\n")
-    code, _, err = run_cli(capsys, "train", "--config", bad, f"out_dir={tmp_path}")
-    assert code == 2 and "no_such_base.yaml" in one_line(err)
-    bad.write_text("train: [unclosed\n")
-    code, _, err = run_cli(capsys, "train", "--config", bad, f"out_dir={tmp_path}")
-    assert code == 2 and "not valid YAML" in one_line(err)
+    assert code == 2 and expected in one_line(err)
 
 
 def test_images_with_nan_or_inf_are_refused(tmp_path):
