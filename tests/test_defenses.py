@@ -60,13 +60,15 @@ def test_each_recipe_trains_two_steps_with_gradients_everywhere(recipe):
     # Only the attention-distillation recipes read a teacher; the others never call it.
     assert objective.needs_teacher == (recipe in TEACHER_RECIPES)
     teacher = FrozenTeacher(tiny_model(seed=1)) if objective.needs_teacher else ExplodingTeacher()
-    if hasattr(objective.adversary, "class_index"):
-        images, labels = tiny_batch(40, seed=3)
-        objective.adversary.class_index = ClassIndex(Split((images * 255).to(torch.uint8), labels))
+    images, labels = tiny_batch(40, seed=3)
+    for drawer in (objective.adversary, objective.pairing):
+        if hasattr(drawer, "class_index"):
+            drawer.class_index = ClassIndex(Split((images * 255).to(torch.uint8), labels))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = tiny_batch()
     for _ in range(2):
-        step = Step(model, x, y, adversary=objective.adversary, teacher=teacher)
+        step = Step(model, x, y, adversary=objective.adversary, teacher=teacher,
+                    pairing=objective.pairing)
         terms = objective(step)
         assert set(terms) == {"loss", *objective.terms}
         assert all(torch.isfinite(v) for v in terms.values()), terms

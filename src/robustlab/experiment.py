@@ -189,8 +189,9 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     model = build_model(cfg, ds)
     data = make_batches(cfg, ds, dist, device)
     data.monitor = robust_monitor(cfg, ds)
-    if hasattr(objective.adversary, "class_index"):  # partners are drawn from the training split
-        objective.adversary.class_index = ClassIndex(data.train.split)
+    for drawer in (objective.adversary, objective.pairing):  # partners come from the training split
+        if hasattr(drawer, "class_index"):
+            drawer.class_index = ClassIndex(data.train.split)
     if dist.is_main:
         log(f"{cfg.name}: {cfg.model.name} on {ds.name} ({len(data.train) * cfg.data.batch_size} "
             f"train images/epoch, {len(ds.test)} test), recipe {cfg.defense.recipe}, {device}"

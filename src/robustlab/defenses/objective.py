@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustlab.defenses.step import Adversary, Step
+from robustlab.defenses.step import Adversary, Pairing, Step
 from robustlab.defenses.terms import TERMS
 from robustlab.errors import UserError
 
@@ -23,13 +23,15 @@ class Objective:
     """loss = sum_i w_i * term_i(step); returns the total and every term for logging.
 
     `adversary` makes the step's adversarial inputs (None: the terms need none); `replays`
-    trains on each minibatch that many times in a row (Free AT's m; 1 otherwise).
+    trains on each minibatch that many times in a row (Free AT's m; 1 otherwise); `pairing`
+    draws PDM's Siamese counterparts.
     """
 
     terms: dict[str, tuple[Term, float]]
     name: str = "custom"
     adversary: Adversary | None = None
     replays: int = 1
+    pairing: Pairing | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, step: Step) -> dict[str, Tensor]:

@@ -24,10 +24,12 @@ from robustlab.defenses.adversaries import (
     training_pgd,
 )
 from robustlab.defenses.objective import Objective, check_params, make_terms
+from robustlab.defenses.pairing import SiamesePairing
 from robustlab.errors import UserError, check_ranges
 from robustlab.registry import Registry
 
 RECIPES: Registry = Registry("recipe")
+NO_ADVERSARY = ("standard", "rce", "siamese_rvl", "pdm")  # recipes that take no eps
 
 
 def _pgd(eps: float, steps: int, step_size: float | None, attack_mode: str, **params) -> AttackAdversary:
@@ -254,6 +256,43 @@ def bml(eps: float, steps: int = 2, step_size: float | None = None, triplet_weig
                      label_smoothing=label_smoothing)
 
 
+@RECIPES.register("rce", paper="RCE, Pang et al. 2018 (PDM's baseline): reverse cross-entropy; the "
+                  "model's output is the reversed logits, so its argmax is its class", adversary="none")
+def rce(eps: float | None = None) -> Objective:
+    return _objective("rce", {"reverse_ce": 1.0})
+
+
+def _pdm(name: str, reverse: bool, same_prob: float, siamese_weight: float,
+         variance_weight: float) -> Objective:
+    """PDM Alg. 1 line 23: the classification loss of both Siamese sub-networks + the Siamese
+    cosine loss + RVL, weights 1 in the paper."""
+    check_ranges([(siamese_weight >= 0, "siamese_weight", siamese_weight, ">= 0"),
+                  (variance_weight >= 0, "variance_weight", variance_weight, ">= 0")])
+    spec: dict[str, Any] = {"reverse_ce" if reverse else "clean_ce": 1.0,
+                            "siamese_ce": {"weight": 1.0, "reverse": reverse},
+                            "siamese_cosine": siamese_weight, "reduce_variance": variance_weight}
+    return _objective(name, {t: w for t, w in spec.items() if w != 0}, pairing=SiamesePairing(same_prob))
+
+
+@RECIPES.register("siamese_rvl", paper="PDM Sec. 3.1-3.2: CE on both Siamese inputs + |cos(z1, z2) - s| + "
+                  "reduce-variance loss (no RCE)", adversary="none (Siamese partner: same class w.p. Q)")
+def siamese_rvl(eps: float | None = None, same_prob: float = 0.5, siamese_weight: float = 1.0,
+                variance_weight: float = 0.01) -> Objective:
+    """PDM does not state Q; 0.5 (balanced similar / dissimilar pairs) is ours. Alg. 1 weights RVL
+    by 1, but RVL is not scale-invariant: its minimum is every embedding equal (all-zero ReLU
+    outputs), and at weight 1 small_cnn collapses there and stays at chance accuracy (tests on
+    synthetic data: 10% after 5 epochs); 0.01 trains (100%)."""
+    return _pdm("siamese_rvl", False, same_prob, siamese_weight, variance_weight)
+
+
+@RECIPES.register("pdm", paper="PDM, Mustafa et al. (Alg. 1): RCE on both Siamese inputs + |cos(z1, z2) - s| "
+                  "+ reduce-variance loss", adversary="none (Siamese partner: same class w.p. Q)")
+def pdm(eps: float | None = None, same_prob: float = 0.5, siamese_weight: float = 1.0,
+        variance_weight: float = 0.01) -> Objective:
+    """The RVL weight is 0.01, not Alg. 1's 1: see siamese_rvl."""
+    return _pdm("pdm", True, same_prob, siamese_weight, variance_weight)
+
+
 def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: float = 0.0,
                     terms: Mapping[str, Any] | None = None, **options: Any) -> Objective:
     """The recipe's objective with `options`, plus extra or re-weighted `terms` (weight 0
@@ -269,7 +308,7 @@ def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: f
         raise UserError(f"recipe {recipe!r} has no CE term to smooth; set train.label_smoothing=0 "
                         "or add a smoothed term under defense.terms")
     if "eps" in _parameters(factory):
-        if eps is None and recipe != "standard":
+        if eps is None and recipe not in NO_ADVERSARY:
             raise UserError(f"recipe {recipe!r} needs eps (defense.eps), e.g. 0.1 for Fashion-MNIST")
         kwargs["eps"] = eps
     objective = factory(**kwargs)

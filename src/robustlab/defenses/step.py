@@ -25,9 +25,20 @@ class Pairs(NamedTuple):
     partner_adv: Tensor
 
 
+class Siamese(NamedTuple):
+    """PDM's Siamese counterparts (Alg. 1 lines 5-14): per image a clean sample `x` of class `y`,
+    and `same` = 1.0 where y is the image's own class, else 0.0."""
+
+    x: Tensor
+    y: Tensor
+    same: Tensor
+
+
 # (model, x, y) -> adversarial versions of the first k <= B images of x, or `Pairs`
 # (see defenses.adversaries)
 Adversary = Callable[[nn.Module, Tensor, Tensor], "Tensor | Pairs"]
+# (x, y) -> Siamese counterparts (see defenses.pairing)
+Pairing = Callable[[Tensor, Tensor], Siamese]
 
 
 class Step:
@@ -48,12 +59,14 @@ class Step:
         forward_all: Callable[[Tensor], Out] | None = None,
         adversary: Adversary | None = None,
         teacher: nn.Module | None = None,
+        pairing: Pairing | None = None,
     ):
         self.model = model
         self.x = x
         self.y = y
         self.adversary = adversary
         self.teacher = teacher
+        self.pairing = pairing
         self._forward_all = forward_all or model.forward_all
         self._memo: dict[str, object] = {}
 
@@ -66,6 +79,19 @@ class Step:
     def clean(self) -> Out:
         """Outputs on the clean batch (one forward, shared by every term)."""
         return self._forward_all(self.x)
+
+    @cached_property
+    def siamese(self) -> Siamese:
+        """The Siamese counterpart of every image (PDM), drawn once per batch."""
+        if self.pairing is None:
+            raise UserError("a loss term needs Siamese counterparts, which only the PDM recipes "
+                            "draw: use recipe siamese_rvl or pdm")
+        return self.pairing(self.x, self.y)
+
+    @cached_property
+    def siamese_out(self) -> Out:
+        """Outputs on the Siamese counterparts (with gradients): the second sub-network."""
+        return self._forward_all(self.siamese.x)
 
     @cached_property
     def x_adv(self) -> Tensor:

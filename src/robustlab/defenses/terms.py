@@ -310,3 +310,54 @@ def clean_soft_margin(step: Step) -> Tensor:
 def adv_soft_margin(step: Step) -> Tensor:
     """The multi-label soft-margin loss on x_adv."""
     return _soft_margin(step.adv.logits, step.y_adv)
+
+
+# ---- PDM: Siamese training, reduce-variance loss, reverse cross-entropy -------------------------
+
+def _reverse_ce(logits: Tensor, y: Tensor) -> Tensor:
+    """Pang et al. (2018): -sum_i R_i log softmax(-z)_i, R the reverse one-hot label (0 at y,
+    1/(K-1) elsewhere). Pang et al. train softmax(z') with reverse labels and predict with the
+    reversed logits -z'; here the model's own output is that reversed logit vector (z = -z'), so
+    the loss reads softmax(-z) and the model's argmax is its class, with no wrapper at inference."""
+    k = logits.shape[1]
+    reverse = (1 - F.one_hot(y, k).to(logits.dtype)) / (k - 1)
+    return -(reverse * (-logits).log_softmax(1)).sum(1).mean()
+
+
+@TERMS.register("reverse_ce", paper="RCE, Pang et al. 2018 (PDM Sec. 3.3): -R^y log F(x) with the "
+                "reverse one-hot label", needs=("clean",))
+def reverse_ce(step: Step) -> Tensor:
+    """Reverse cross-entropy on the clean batch."""
+    return _reverse_ce(step.clean.logits, step.y)
+
+
+@TERMS.register("siamese_ce", paper="PDM Alg. 1 line 23: the classification loss of the second "
+                "Siamese sub-network, CE or (reverse=true) RCE", needs=("siamese",))
+def siamese_ce(step: Step, reverse: bool = False) -> Tensor:
+    """CE(F(x_siamese), y_siamese), or its reverse cross-entropy."""
+    logits, y = step.siamese_out.logits, step.siamese.y
+    return _reverse_ce(logits, y) if reverse else F.cross_entropy(logits, y)
+
+
+@TERMS.register("siamese_cosine", paper="PDM Sec. 3.1 / Alg. 1 line 17: mean |cos(z_1, z_2) - s|, s = 1 "
+                "for a same-class pair, 0 otherwise", needs=("clean", "siamese"))
+def siamese_cosine(step: Step) -> Tensor:
+    """Pulls same-class embeddings to cosine 1 and pushes other-class ones to 0 (orthogonal)."""
+    cos = F.cosine_similarity(step.clean.embedding, step.siamese_out.embedding, dim=1, eps=1e-12)
+    return (cos - step.siamese.same).abs().mean()
+
+
+@TERMS.register("reduce_variance", paper="PDM eq. 5 (RVL): sigma_c = mean_i ||z_i^c - mu_c||_2 per class "
+                "in the batch, averaged over the classes present", needs=("clean",))
+def reduce_variance(step: Step) -> Tensor:
+    """The mean distance of each class's embeddings to their batch mean, averaged over classes
+    (PDM Sec. 3.2: estimated per class on each mini-batch, then averaged)."""
+    z, y = step.clean.embedding, step.y
+    classes, inverse = torch.unique(y, return_inverse=True)
+    counts = torch.bincount(inverse, minlength=len(classes)).to(z.dtype)
+    means = torch.zeros(len(classes), z.shape[1], dtype=z.dtype, device=z.device)
+    means.index_add_(0, inverse, z)
+    means = means / counts[:, None]
+    distance = (z - means[inverse]).norm(dim=1)
+    sigma = torch.zeros(len(classes), dtype=z.dtype, device=z.device).index_add_(0, inverse, distance)
+    return (sigma / counts).mean()

@@ -258,7 +258,7 @@ def fit(
                 y = y.to(device, non_blocking=True)
                 for _ in range(replays):
                     step = Step(model, x, y, forward_all=forward_all, adversary=adversary,
-                                teacher=teacher)
+                                teacher=teacher, pairing=getattr(objective, "pairing", None))
                     where = f"epoch {run.epoch + 1}, batch {run.batch} (step {run.global_step})"
                     terms = _train_step(step, objective, optimizer, scaler, scheduler, autocast, tc,
                                         where=where, last=run.last_checkpoint)

@@ -1,0 +1,39 @@
+"""Detection metrics on KDE scores: ROC AUC and the detection rate at a false-positive rate
+(scikit-learn). Adversarial inputs are the positives; a lower density means more suspicious."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from robustlab.errors import UserError
+
+
+def _labels_and_suspicion(clean: np.ndarray, adversarial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(clean) == 0 or len(adversarial) == 0:
+        raise UserError("detection metrics need at least one clean and one adversarial score")
+    labels = np.concatenate([np.zeros(len(clean)), np.ones(len(adversarial))])
+    return labels, -np.concatenate([clean, adversarial])
+
+
+def detection_auc(clean: np.ndarray, adversarial: np.ndarray) -> float:
+    """ROC AUC of telling adversarial from clean inputs by low density (0.5: chance)."""
+    labels, suspicion = _labels_and_suspicion(np.asarray(clean), np.asarray(adversarial))
+    return float(roc_auc_score(labels, suspicion))
+
+
+def roc(clean: np.ndarray, adversarial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) of the ROC curve."""
+    labels, suspicion = _labels_and_suspicion(np.asarray(clean), np.asarray(adversarial))
+    fpr, tpr, _ = roc_curve(labels, suspicion)
+    return fpr, tpr
+
+
+def detection_rate(clean: np.ndarray, adversarial: np.ndarray, false_positives: float = 0.05) -> float:
+    """The share of adversarial inputs flagged at the threshold that flags `false_positives` of
+    the clean ones (the clean scores' quantile)."""
+    clean, adversarial = np.asarray(clean), np.asarray(adversarial)
+    if len(clean) == 0 or len(adversarial) == 0:
+        raise UserError("detection metrics need at least one clean and one adversarial score")
+    threshold = np.quantile(clean, false_positives)
+    return float((adversarial < threshold).mean())
