@@ -165,16 +165,18 @@ class Step:
     @cached_property
     def teacher_cam(self) -> Tensor:
         """The frozen teacher's Grad-CAM on x[:k] for the true labels, [k, h, w] (ATAT eq. 3)."""
-        self._teacher(self.x[:0])  # the same clear error when there is no teacher
-        teacher = getattr(self.teacher, "model", self.teacher)
-        return grad_cam(teacher, self.x[: self.k], self.y_adv)
+        teacher = self._required_teacher()
+        return grad_cam(getattr(teacher, "model", teacher), self.x[: self.k], self.y_adv)
 
-    def _teacher(self, x: Tensor) -> Out:
+    def _required_teacher(self) -> nn.Module:
         if self.teacher is None:
             raise UserError("a loss term needs a teacher model, but this run has none: "
                             "teacher terms go with a recipe that builds a teacher")
+        return self.teacher
+
+    def _teacher(self, x: Tensor) -> Out:
         with torch.no_grad():
-            return self.teacher.forward_all(x)
+            return self._required_teacher().forward_all(x)
 
     def memo(self, key: str, compute: Callable[[], object]) -> object:
         """A value derived from the outputs (e.g. SML's hard negatives), computed once per batch
