@@ -164,7 +164,14 @@ def test_train_builds_the_teacher_stage_once_and_reuses_it(tmp_path):
     cfg = load_config("configs/agkd_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=b"])
     train(cfg, log=logs.append)
     assert not any("training the teacher" in line for line in logs)  # same settings: reused
-    assert any(line.startswith("teacher: small_cnn from the cached teacher stage") for line in logs)
+    assert any(line.startswith("teacher: small_cnn from ") and "_teacher_synthetic" in line for line in logs)
+    # resumed with more epochs (another stage name), the run keeps its recorded teacher
+    recorded = (tmp_path / "b" / "teacher.json").read_text()
+    logs.clear()
+    more = load_config("configs/agkd_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=b", "train.epochs=2"])
+    train(more, resume=True, log=logs.append)
+    assert not any("training the teacher" in line for line in logs)
+    assert (tmp_path / "b" / "teacher.json").read_text() == recorded
     # a named teacher: the first run's model; one of another class count is refused
     cfg = load_config("configs/agkd_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=c",
                                                     f"defense.teacher={tmp_path / 'a'}"])

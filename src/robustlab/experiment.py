@@ -21,6 +21,7 @@ from robustlab.config import Config, config_from_dict, read_yaml, save_config
 from robustlab.data import Batches, ClassIndex, Dataset, Split, load_dataset, validation_split
 from robustlab.defenses import FrozenTeacher, build_objective
 from robustlab.errors import UserError
+from robustlab.io import atomic_write_text
 from robustlab.models import Classifier, create_model
 from robustlab.train import (
     DistInfo,
@@ -184,7 +185,8 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     ds = load_data(cfg)
     objective = build_defense(cfg, ds)
     # Before seeding: a teacher trained here must not change the student's initialisation.
-    teacher = build_teacher(cfg, ds, objective, device, log if dist.is_main else (lambda _: None))
+    teacher = build_teacher(cfg, ds, objective, device, log if dist.is_main else (lambda _: None),
+                            resume=resume, write=dist.is_main)
     seed_everything(cfg.seed)
     model = build_model(cfg, ds)
     data = make_batches(cfg, ds, dist, device)
@@ -337,35 +339,43 @@ TEACHER = "teacher"
 
 
 def saved_teacher(cfg: Config) -> Classifier | None:
-    """The teacher a finished run used (its defense.teacher or its cached stage), or None when the
-    recipe has none or the file is gone; never trains one."""
-    objective = build_objective(cfg.defense.recipe, eps=cfg.defense.eps or 0.1, **cfg.defense.options)
-    if not (objective.needs_teacher or cfg.defense.teacher):
+    """The teacher a run used (recorded in its teacher.json), or None when it had none or the file
+    is gone; never trains one."""
+    record = cfg.run_dir / "teacher.json"
+    if not record.is_file():
         return None
-    if cfg.defense.teacher:
-        return load_run(cfg.defense.teacher, "last", cfg.data.data_dir).model
-    return _finished_stage(stage_config(cfg, TEACHER, 2))
+    checkpoint = Path(json.loads(record.read_text())["checkpoint"])
+    return load_run(checkpoint, "last", cfg.data.data_dir).model if checkpoint.is_file() else None
 
 
-def build_teacher(cfg: Config, ds: Dataset, objective, device,
-                  log: Callable[[str], None] = say) -> FrozenTeacher | None:
-    """The frozen teacher a recipe's terms read (AGKD-BML): `defense.teacher` (a run directory or
-    checkpoint), else a standard model trained once as the `teacher` stage."""
+def build_teacher(cfg: Config, ds: Dataset, objective, device, log: Callable[[str], None] = say,
+                  resume: bool = False, write: bool = True) -> FrozenTeacher | None:
+    """The frozen teacher a recipe's terms read (AGKD-BML, ATAT): `defense.teacher` (a run
+    directory or checkpoint), else a standard model trained once as the `teacher` stage. The
+    checkpoint used is recorded in the run's teacher.json, so a resumed run (even with more
+    epochs, which would name another stage) keeps the same teacher."""
     if not objective.needs_teacher:
         if cfg.defense.teacher:
             raise UserError(f"defense.teacher is set, but no term of recipe {cfg.defense.recipe!r} "
                             "reads a teacher; remove defense.teacher or add a teacher term (attention_kd)")
         return None
-    if cfg.defense.teacher:
+    record = cfg.run_dir / "teacher.json"
+    if resume and record.is_file():
+        checkpoint = json.loads(record.read_text())["checkpoint"]
+        model, where = load_run(checkpoint, "last", cfg.data.data_dir).model, checkpoint
+    elif cfg.defense.teacher:
         loaded = load_run(cfg.defense.teacher, "last", cfg.data.data_dir)
         model, where = loaded.model, str(loaded.checkpoint)
     else:
-        model, where = standard_stage(cfg, TEACHER, 2, log), "the cached teacher stage"
+        model = standard_stage(cfg, TEACHER, 2, log)
+        where = str(stage_config(cfg, TEACHER, 2).run_dir / "checkpoints" / "last.pt")
     theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))
     if theirs != (ds.num_classes, ds.in_channels):
         raise UserError(f"the teacher ({where}) takes {theirs[1]}-channel images into {theirs[0]} "
                         f"classes, but {ds.name} has {ds.in_channels} channels and {ds.num_classes} "
                         "classes; give defense.teacher a model trained on this data set")
+    if write:
+        atomic_write_text(record, json.dumps({"checkpoint": where}) + "\n")
     log(f"teacher: {model.arch.get('name', type(model).__name__)} from {where} (frozen)")
     return FrozenTeacher(model).to(device)
 
@@ -421,4 +431,3 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
     if dist.is_main:
         report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}
     return report
-
