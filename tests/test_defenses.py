@@ -50,7 +50,7 @@ class ExplodingTeacher(nn.Module):
         raise AssertionError("the teacher was used by a recipe that has none")
 
 
-TEACHER_RECIPES = {"agkd_bml", "agkd_bml_7", "agkd", "atat"}
+TEACHER_RECIPES = {"agkd_bml", "agkd_bml_7", "agkd", "atat", "distill"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES.names())

@@ -86,6 +86,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from robustlab.detection import detect
+
+    result = detect(args.run, which=args.checkpoint, images=args.images, per_class=args.per_class,
+                    bandwidth=args.bandwidth, threats=tuple(t.strip() for t in args.threats.split(",")),
+                    eps=args.eps, cw_hc_steps=args.cw_hc_steps, wb_steps=args.wb_steps,
+                    proxy_epochs=args.proxy_epochs, batch=args.batch_size, out=args.out,
+                    data_dir=args.data_dir)
+    print(f"clean accuracy {result['clean_accuracy']:.4f}")
+    for label, row in result.get("gray_box", {}).items():
+        auc = "-" if row["auc"] is None else f"{row['auc']:.3f}"
+        print(f"gray-box {label:10s} AUC {auc} ({row['successful']} successful examples)")
+    if "white_box" in result:
+        final = result["white_box"]["final"]
+        print(f"white-box C&W-wb: AUC {final['auc']}, distortion d {final.get('mean_distortion')}")
+    if "black_box" in result:
+        print(f"black-box: AUC {result['black_box']['auc']}")
+    print(f"report: {result['files']['html']} (and detect.md, detect.json)")
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     from robustlab.explain import explain
 
@@ -229,6 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories or report.json files")
     p.add_argument("--out", default="runs/compare", help="where compare.md and compare.html go")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("detect", help="KDE detection of adversarial inputs under gray-, white- and black-box "
+                       "threat models (PDM Tables 1-4) -> RUN/detect/")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--threats", default="gray,white,black", help="comma-separated threat models")
+    p.add_argument("--images", type=int, default=200, help="test images attacked (default 200)")
+    p.add_argument("--per-class", type=int, default=1000, help="training embeddings per class in the KDE")
+    p.add_argument("--bandwidth", type=float, help="KDE bandwidth (default: cross-validated)")
+    p.add_argument("--eps", type=float, help="FGSM / BIM budget (default: the data set's; also eps / 2)")
+    p.add_argument("--cw-hc-steps", type=int, default=1000, help="C&W-hc iterations (PDM: 1000)")
+    p.add_argument("--wb-steps", type=int, default=1000, help="C&W-wb iterations (PDM: 5000 / 10000)")
+    p.add_argument("--proxy-epochs", type=int, default=2, help="epochs of the black-box proxy's distillation")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--checkpoint", default="last", help="last (default), best or best_robust")
+    p.add_argument("--out", help="output directory (default: RUN/detect)")
+    p.add_argument("--data-dir", help="where the data set lives (default: the run's)")
+    p.set_defaults(func=_detect)
 
     p = sub.add_parser("explain", help="what runs look at: attention maps, attention studies, embeddings, "
                        "loss landscapes (PNGs + explain.html)")

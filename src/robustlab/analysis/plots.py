@@ -129,3 +129,17 @@ def landscape_png(landscapes: Mapping[str, Mapping]) -> bytes:
         ax.set_title(f"{name}: loss {np.min(s['losses']):.2f} .. {np.max(s['losses']):.2f}", fontsize=9)
     fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8)
     return _png(fig)
+
+
+def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> bytes:
+    """ROC curves (false-positive rate, detection rate), one per attack, with the chance line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (fpr, tpr) in curves.items():
+        ax.plot(fpr, tpr, label=name, linewidth=1.2)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("false-positive rate (clean flagged)", fontsize=8)
+    ax.set_ylabel("detection rate (adversarial flagged)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)

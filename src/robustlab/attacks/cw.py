@@ -7,6 +7,7 @@ Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,10 @@ class CWL2:
             into the L2 ball of radius eps (points whose smallest adversarial distortion exceeds
             eps are then usually not adversarial: counted as robust at eps).
         seed: random targets are drawn per sample from (seed, its content).
+        penalty: an extra term of the objective, `penalty(model, x_adv, y, target) -> (value [B],
+            ok [B])`, with `ok` what must also hold for a point to count (Carlini & Wagner,
+            "Adversarial examples are not easily detected", 2017: the KDE-evading C&W-wb adds
+            max(tau - log KDE_t(x'), 0) for its target class t and needs that density above tau).
     """
 
     steps: int = 1000
@@ -77,6 +82,7 @@ class CWL2:
     target: str | None = None
     eps: float | None = None
     seed: int = 0
+    penalty: Callable[..., tuple[Tensor, Tensor]] | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -133,9 +139,15 @@ class CWL2:
             x_adv = (torch.tanh(w) + 1) / 2
             logits = model(x_adv)
             obj, dist, _ = cw_objective(x_adv, x[rows], logits, y[rows], ts, const[rows], self.kappa)
+            ok = None
+            if self.penalty is not None:
+                extra, ok = self.penalty(model, x_adv, y[rows], ts)
+                obj = obj + const[rows] * extra
             grad = input_grad(obj, w)
             with torch.no_grad():
                 hit = is_adversarial(logits, y[rows], ts)
+                if ok is not None:
+                    hit &= ok
                 if self.kappa > 0:
                     hit &= cw_margin(logits, y[rows], ts, math.inf) >= self.kappa
                 found[rows] |= hit

@@ -29,7 +29,7 @@ from robustlab.errors import UserError, check_ranges
 from robustlab.registry import Registry
 
 RECIPES: Registry = Registry("recipe")
-NO_ADVERSARY = ("standard", "rce", "siamese_rvl", "pdm")  # recipes that take no eps
+NO_ADVERSARY = ("standard", "rce", "siamese_rvl", "pdm", "distill")  # recipes that take no eps
 
 
 def _pgd(eps: float, steps: int, step_size: float | None, attack_mode: str, **params) -> AttackAdversary:
@@ -254,6 +254,13 @@ def bml(eps: float, steps: int = 2, step_size: float | None = None, triplet_weig
     return _agkd_bml("bml", eps, kd_weight=0.0, triplet_weight=triplet_weight, norm_weight=norm_weight,
                      margin=margin, steps=steps, step_size=step_size, attack_mode=attack_mode,
                      label_smoothing=label_smoothing)
+
+
+@RECIPES.register("distill", paper="knowledge distillation, Hinton et al. 2015: KL to a frozen teacher's "
+                  "outputs (the black-box proxy of PDM Sec. 4.4)", adversary="none",
+                  teacher="the model to copy")
+def distill(eps: float | None = None, temperature: float = 1.0) -> Objective:
+    return _objective("distill", {"distill_kl": {"weight": 1.0, "temperature": temperature}})
 
 
 @RECIPES.register("rce", paper="RCE, Pang et al. 2018 (PDM's baseline): reverse cross-entropy; the "

@@ -361,3 +361,13 @@ def reduce_variance(step: Step) -> Tensor:
     distance = (z - means[inverse]).norm(dim=1)
     sigma = torch.zeros(len(classes), dtype=z.dtype, device=z.device).index_add_(0, inverse, distance)
     return (sigma / counts).mean()
+
+
+@TERMS.register("distill_kl", paper="Hinton et al. 2015: KL(softmax(t / T) || softmax(s / T)) T^2 from a "
+                "frozen teacher; PDM Sec. 4.4's proxy is distilled from the defended model this way",
+                needs=("teacher", "clean"))
+def distill_kl(step: Step, temperature: float = 1.0) -> Tensor:
+    """The student matches the teacher's output distribution on the clean batch."""
+    teacher = (step.teacher_clean.logits / temperature).log_softmax(1)
+    student = (step.clean.logits / temperature).log_softmax(1)
+    return kl_divergence(teacher, student).mean() * temperature ** 2

@@ -99,6 +99,27 @@ class KDEDetector:
                 out[rows] = kde.score_samples(z[rows])
         return out
 
+    def log_density(self, embeddings: Tensor, cls: Tensor) -> Tensor:
+        """The same log p(z | cls) as `score`, in torch and differentiable w.r.t. the embeddings
+        (for the white-box C&W-wb attack): logsumexp_i -||z - s_i||^2 / (2 h^2) - log N_c
+        - (D / 2) log(2 pi h^2), the Gaussian KDE of scikit-learn."""
+        if not self.fitted:
+            raise UserError("the detector is not fitted: call fit(embeddings, labels) or load a saved one")
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.dim:
+            raise UserError(f"embeddings of shape {tuple(embeddings.shape)} do not match the detector's "
+                            f"{self.dim}")
+        h2 = self.bandwidth ** 2
+        out = torch.empty(len(embeddings), dtype=embeddings.dtype, device=embeddings.device)
+        for c in cls.unique().tolist():
+            if c not in self.samples:
+                raise UserError(f"class {c} had no training embeddings in fit")
+            rows = cls == c
+            points = torch.as_tensor(self.samples[c], dtype=embeddings.dtype, device=embeddings.device)
+            sq = torch.cdist(embeddings[rows], points).pow(2)
+            out[rows] = (torch.logsumexp(-sq / (2 * h2), 1) - np.log(len(points))
+                         - 0.5 * self.dim * np.log(2 * np.pi * h2))
+        return out
+
     def save(self, path: str | Path) -> Path:
         """Atomically, as plain tensors (loadable with weights_only=True)."""
         if not self.fitted:

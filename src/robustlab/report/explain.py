@@ -25,8 +25,9 @@ class Section:
     png: bytes | None = field(default=None, repr=False)
 
 
-def write_explain_report(title: str, sections: Sequence[Section], numbers: dict, out_dir: Path) -> dict:
-    """Write the PNGs and the three report files; returns their paths."""
+def write_explain_report(title: str, sections: Sequence[Section], numbers: dict, out_dir: Path,
+                         stem: str = "explain") -> dict:
+    """Write the PNGs and <stem>.json / .md / .html; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     md = [f"# {title}", ""]
@@ -45,7 +46,7 @@ def write_explain_report(title: str, sections: Sequence[Section], numbers: dict,
             data = base64.b64encode(s.png).decode()
             body.append(f'<img alt="{html.escape(s.title)}" src="data:image/png;base64,{data}" '
                         'style="max-width:100%">')
-    files["json"] = atomic_write_text(out_dir / "explain.json", json.dumps(numbers, indent=1) + "\n")
-    files["md"] = atomic_write_text(out_dir / "explain.md", "\n".join(md))
-    files["html"] = atomic_write_text(out_dir / "explain.html", page(title, "\n".join(body)))
+    files["json"] = atomic_write_text(out_dir / f"{stem}.json", json.dumps(numbers, indent=1) + "\n")
+    files["md"] = atomic_write_text(out_dir / f"{stem}.md", "\n".join(md))
+    files["html"] = atomic_write_text(out_dir / f"{stem}.html", page(title, "\n".join(body)))
     return files
