@@ -1,4 +1,4 @@
-"""PDM's Siamese mini-batch construction (Rozenberg, Elidan and El-Yaniv's PDM, Alg. 1 lines 5-14)."""
+"""PDM's Siamese mini-batch construction (Rozenberg, Elidan and El-Yaniv, Alg. 1 lines 5-14)."""
 
 from __future__ import annotations
 
