@@ -293,7 +293,8 @@ def siamese_rvl(eps: float | None = None, same_prob: float = 0.5, siamese_weight
 
 
 @RECIPES.register("pdm", paper="PDM, Rozenberg et al. (Alg. 1): RCE on both Siamese inputs + "
-                  "|cos(z1, z2) - s| + reduce-variance loss", adversary="none (Siamese partner: same class w.p. Q)")
+                  "|cos(z1, z2) - s| + reduce-variance loss",
+                  adversary="none (Siamese partner: same class w.p. Q)")
 def pdm(eps: float | None = None, same_prob: float = 0.5, siamese_weight: float = 1.0,
         variance_weight: float = 0.01) -> Objective:
     """The RVL weight is 0.01, not Alg. 1's 1: see siamese_rvl."""
