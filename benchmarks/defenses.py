@@ -45,6 +45,7 @@ from robustlab.data import Batches, ClassIndex
 from robustlab.defenses import FrozenTeacher, Step, build_objective
 from robustlab.eval import attack_batches
 from robustlab.experiment import evaluate_clean, load_data, load_run, train
+from robustlab.io import atomic_write_text
 from robustlab.train.optim import build_optimizer
 
 EPS = 0.1
@@ -209,7 +210,7 @@ def with_attacks(recipe: str, epochs: int, n_attack: int, n_aa: int, attacks: di
     for key, (name, params) in attacks.items():
         if key not in result:
             result[key] = robust_accuracy(OUT / recipe, name, n_attack, **params)
-            (OUT / recipe / "bench.json").write_text(json.dumps(result, indent=1))
+            atomic_write_text(OUT / recipe / "bench.json", json.dumps(result, indent=1))
     return result
 
 
@@ -254,8 +255,10 @@ ATTENTION_ATTACKS = {
     "fgsm": ("fgsm", {}),
     "ifgsm20": ("iter_fgsm", {"steps": 20, "step_size": EPS / 4}),
     "pgd7": ("pgd", {"steps": 7}),
-    **{f"pgd{k}": ("pgd", {"steps": k}) for k in (10, 40, 100)},
-    **{f"cw{k}": ("cw_inf", {"steps": k}) for k in (10, 20, 40, 100)},
+    # AAD Table 6 also has 100-step columns; they are left out to keep the run within a session
+    # (madry: PGD-100 78.1% vs PGD-40 78.3%, so they would add little here).
+    **{f"pgd{k}": ("pgd", {"steps": k}) for k in (10, 40)},
+    **{f"cw{k}": ("cw_inf", {"steps": k}) for k in (10, 20, 40)},
     "iter_ll3": ("iter_ll", {"steps": 3, "eps": A3_EPS}),
     "a3_iter_ll3": ("a3_iter_ll", {"steps": 3, "eps": A3_EPS}),
     "pgd3": ("pgd", {"steps": 3, "eps": A3_EPS}),
@@ -298,11 +301,12 @@ def attention_section(results: list[dict], epochs: int, costs: dict | None) -> s
             r = by[recipe]
             lines.append(f"| {recipe} | {100 * r['clean']:.2f}% | "
                          f"{_row(r, ['fgsm', 'ifgsm20', 'pgd7', 'pgd20', 'autoattack'])} | {rel(recipe)} |")
-    lines += ["", "AAD Table 6 layout (CW-k: PGD on the CW margin):", "",
-              "| recipe | clean | FGSM | PGD-10 | PGD-20 | PGD-40 | PGD-100 | CW-10 | CW-20 | CW-40 | CW-100 "
-              "| AutoAttack | step cost x madry |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    keys = ["fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20", "cw40", "cw100", "autoattack"]
+    lines += ["", "AAD Table 6 layout (CW-k: PGD on the CW margin; the 100-step columns are left out "
+              "for time):", "",
+              "| recipe | clean | FGSM | PGD-10 | PGD-20 | PGD-40 | CW-10 | CW-20 | CW-40 | AutoAttack "
+              "| step cost x madry |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = ["fgsm", "pgd10", "pgd20", "pgd40", "cw10", "cw20", "cw40", "autoattack"]
     for recipe in ("standard", "madry", "aad_madry", "alp", "aad_alp"):
         if recipe in by:
             lines.append(f"| {recipe} | {100 * by[recipe]['clean']:.2f}% | {_row(by[recipe], keys)} | "
