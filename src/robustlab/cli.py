@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt():
             code = args.func(args)
         from robustlab.train.distributed import end_distributed
 
@@ -352,9 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a command the way Ctrl-C does (training installs its own handlers, which
-    save a checkpoint first); the state files written so far are atomic, so nothing is lost."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM end a command as Ctrl-C does (training installs its own handlers, which
+    save a checkpoint first); the state files written so far are atomic, so nothing is lost.
+    SIGINT is set explicitly: a process started in the background inherits it ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -362,11 +363,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":
