@@ -6,12 +6,9 @@ A user mistake (`UserError`) prints one line and exits 2; `--debug` shows the tr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from robustlab import __version__
 from robustlab.errors import UserError
@@ -327,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with _signals_as_interrupt():
+        from robustlab.interrupts import handling
+
+        with handling(_interrupt):
             code = args.func(args)
         from robustlab.train.distributed import end_distributed
 
@@ -351,24 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
+def _interrupt(signum, frame):
     """SIGINT and SIGTERM end a command as Ctrl-C does (training installs its own handlers, which
     save a checkpoint first); the state files written so far are atomic, so nothing is lost.
     SIGINT is set explicitly: a process started in the background inherits it ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ import math
 import resource
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from robustlab.config import Config
 from robustlab.defenses import Step
 from robustlab.errors import UserError
+from robustlab.interrupts import handling
 from robustlab.train.checkpoint import check_architecture, load_checkpoint, save_checkpoint
 from robustlab.train.distributed import DistInfo, all_reduce_sum
 from robustlab.train.monitors import RobustMonitor, accuracy
@@ -98,12 +98,8 @@ class Callback:
     def on_epoch(self, run: Run, record: dict) -> None: ...
 
 
-@contextlib.contextmanager
-def _stop_on_signals(run: Run) -> Iterator[None]:
+def _stop_on_signals(run: Run):
     """SIGINT / SIGTERM ask the loop to save and stop at the next batch; a second SIGINT aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def request_stop(signum, frame):
         if run.stop_requested and signum == signal.SIGINT:
@@ -112,12 +108,7 @@ def _stop_on_signals(run: Run) -> Iterator[None]:
         print(f"\n{signal.Signals(signum).name}: saving state after this batch "
               "(Ctrl-C again aborts without saving)", file=sys.stderr, flush=True)
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return handling(request_stop)
 
 
 class _AllOutputs(nn.Module):
