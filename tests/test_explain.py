@@ -79,6 +79,26 @@ def test_every_analysis_gives_finite_numbers_and_real_figures(runs, tmp_path):
     assert grid.size[1] > 2.5 * one.size[1]
 
 
+def test_analyses_leave_the_model_as_they_found_it(runs):
+    from robustlab.analysis import attention_grid, embeddings, shift_iou_study
+
+    model, x, y = model_and_batch(runs, 16)
+    model.train()
+    stats = [b.clone() for b in model.buffers()]
+    pgd = ATTACKS.build("pgd", eps=0.1, steps=2)
+    grid = attention_grid(model, x[:2], y[:2], pgd)
+    shift_iou_study(model, x, y, pgd, cells=(5,))
+    embeddings(model, x)
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers()))
+    # the maps equal Grad-CAM computed on its own (one forward served all three maps)
+    from robustlab.attention import grad_cam, upsample
+
+    with torch.no_grad():
+        model.eval()
+    assert torch.allclose(grid["cam_true_clean"], upsample(grad_cam(model, x[:2], y[:2]), 28), atol=1e-6)
+
+
 def test_loss_landscape_centre_is_the_clean_loss(runs):
     model, x, y = model_and_batch(runs)
     land = loss_landscape(model, x, y, radius=0.1, steps=5)

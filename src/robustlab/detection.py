@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustlab.attacks.base import frozen_eval
 from robustlab.errors import UserError
 from robustlab.experiment import DEFAULT_EPS, load_data, load_run
 from robustlab.train.fit import say
@@ -46,10 +47,9 @@ def _attacked(attack: Callable, model: nn.Module, x: Tensor, y: Tensor, batch: i
 
 
 def _outputs(model: nn.Module, x: Tensor, batch: int = 500) -> tuple[Tensor, Tensor]:
-    """(embeddings, predictions) in eval mode."""
-    model.eval()
+    """(embeddings, predictions) in eval mode (restored after)."""
     embeddings, preds = [], []
-    with torch.no_grad():
+    with frozen_eval(model), torch.no_grad():
         for i in range(0, len(x), batch):
             out = model.forward_all(x[i:i + batch])
             embeddings.append(out.embedding)

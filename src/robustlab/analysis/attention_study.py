@@ -10,7 +10,16 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import PGD
-from robustlab.attention import channel_mean, grad_cam, iou, top_k_cells, upsample
+from robustlab.attacks.base import frozen_eval
+from robustlab.attention import (
+    cam_from,
+    channel_mean,
+    features_and_logits,
+    grad_cam,
+    iou,
+    top_k_cells,
+    upsample,
+)
 from robustlab.errors import UserError
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -24,19 +33,19 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
 def attention_grid(model: nn.Module, x: Tensor, y: Tensor, attack: Attack) -> dict[str, Tensor]:
     """For each image: the adversarial image, both predictions, and three maps at input size
     (channel mean, Grad-CAM of the true class, Grad-CAM of the predicted class) on the clean and
-    on the adversarial image (AGKD-BML Fig. 1 and 4, ATAT Fig. 1-2, AAD Fig. 1)."""
-    model.eval()
-    x_adv = attack(model, x, y)
-    out: dict[str, Tensor] = {"x": x, "y": y, "x_adv": x_adv}
+    on the adversarial image (AGKD-BML Fig. 1 and 4, ATAT Fig. 1-2, AAD Fig. 1). The model runs
+    in eval mode (restored after); one forward per image set serves all three maps."""
+    out: dict[str, Tensor] = {"x": x, "y": y}
     size = x.shape[-2:]
-    for tag, images in (("clean", x), ("adv", x_adv)):
-        with torch.no_grad():
-            feats = model.features(images)
-            pred = model.head(model.embed(feats)).argmax(1)
-        out[f"pred_{tag}"] = pred
-        out[f"mean_{tag}"] = upsample(channel_mean(feats), size)
-        out[f"cam_true_{tag}"] = upsample(grad_cam(model, images, y), size)
-        out[f"cam_pred_{tag}"] = upsample(grad_cam(model, images, pred), size)
+    with frozen_eval(model):
+        out["x_adv"] = attack(model, x, y)
+        for tag, images in (("clean", x), ("adv", out["x_adv"])):
+            feats, logits = features_and_logits(model, images, None, differentiable=False)
+            pred = logits.detach().argmax(1)
+            out[f"pred_{tag}"] = pred
+            out[f"mean_{tag}"] = upsample(channel_mean(feats.detach()), size)
+            out[f"cam_true_{tag}"] = upsample(cam_from(feats, logits, y), size)
+            out[f"cam_pred_{tag}"] = upsample(cam_from(feats, logits, pred), size)
     return out
 
 
@@ -46,14 +55,14 @@ def attention_trace(model: nn.Module, x: Tensor, y: Tensor, attack: PGD) -> dict
     iterate of PGD(steps=k): the same random start, the same steps."""
     if not isinstance(attack, PGD):
         raise UserError("the attention trace follows a PGD-family attack (pgd, bim, iter_ll, ...)")
-    model.eval()
     fixed = replace(attack, step_size=attack.alpha)
     images, preds, maps = [x], [], []
-    for i in range(1, attack.steps + 1):
-        images.append(replace(fixed, steps=i)(model, x, y))
-    for step_images in images:
-        preds.append(_predict(model, step_images).argmax(1))
-        maps.append(upsample(grad_cam(model, step_images, y), x.shape[-2:]))
+    with frozen_eval(model):
+        for i in range(1, attack.steps + 1):
+            images.append(replace(fixed, steps=i)(model, x, y))
+        for step_images in images:
+            preds.append(_predict(model, step_images).argmax(1))
+            maps.append(upsample(grad_cam(model, step_images, y), x.shape[-2:]))
     return {"images": torch.stack(images, 1), "pred": torch.stack(preds, 1), "cam": torch.stack(maps, 1),
             "y": y}
 
@@ -88,13 +97,13 @@ def object_iou_study(model: nn.Module, x: Tensor, y: Tensor, attack: Attack,
     as many pixels as the object has) and the object area, for images the attack fools
     (I_succeed) and those it does not (I_fail); then, among images with IoU < `low`, the share of
     each group and its mean clean confidence in the true class."""
-    model.eval()
-    x, y, _ = _correct(model, x, y)
-    objects = foreground(x, threshold)
-    maps = upsample(grad_cam(model, x, y), x.shape[-2:])
+    with frozen_eval(model):
+        x, y, _ = _correct(model, x, y)
+        objects = foreground(x, threshold)
+        maps = upsample(grad_cam(model, x, y), x.shape[-2:])
+        fooled = _predict(model, attack(model, x, y)).argmax(1) != y
+        confidence = _predict(model, x).softmax(1).gather(1, y[:, None]).squeeze(1)
     scores = iou(_top_area(maps, objects.flatten(1).sum(1)), objects)
-    fooled = _predict(model, attack(model, x, y)).argmax(1) != y
-    confidence = _predict(model, x).softmax(1).gather(1, y[:, None]).squeeze(1)
     result: dict = {"images": len(y), "table1": {}, "table2": {}}
     lows = scores < low
     for name, group in (("succeed", fooled), ("fail", ~fooled)):
@@ -111,11 +120,11 @@ def shift_iou_study(model: nn.Module, x: Tensor, y: Tensor, attack: Attack,
     """AAD Table 3: IoU between the clean and the adversarial attention areas, each the top-k
     cells of the Grad-CAM grid (the model's last feature map, or `grid` x `grid` cells), for
     I_succeed and I_fail. k larger than the grid is capped at the number of cells."""
-    model.eval()
-    x, y, _ = _correct(model, x, y)
-    x_adv = attack(model, x, y)
-    fooled = _predict(model, x_adv).argmax(1) != y
-    clean, adv = grad_cam(model, x, y), grad_cam(model, x_adv, y)
+    with frozen_eval(model):
+        x, y, _ = _correct(model, x, y)
+        x_adv = attack(model, x, y)
+        fooled = _predict(model, x_adv).argmax(1) != y
+        clean, adv = grad_cam(model, x, y), grad_cam(model, x_adv, y)
     n_cells = (grid * grid) if grid else clean[0].numel()
     rows = {}
     for k in cells:

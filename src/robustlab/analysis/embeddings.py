@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustlab.attacks.base import frozen_eval
 from robustlab.errors import UserError
 
 
 def embeddings(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
-    """E(x), the penultimate embedding [N, D] (eval mode, no graph)."""
-    model.eval()
-    with torch.no_grad():
+    """E(x), the penultimate embedding [N, D] (eval mode, restored after; no graph)."""
+    with frozen_eval(model), torch.no_grad():
         return torch.cat([model.embed(model.features(x[i:i + batch_size]))
                           for i in range(0, len(x), batch_size)])
 
@@ -45,9 +45,9 @@ def embedding_study(model: nn.Module, x: Tensor, y: Tensor, attack: Callable, nu
     transition matrix."""
     from sklearn.metrics import davies_bouldin_score
 
-    x_adv = attack(model.eval(), x, y)
+    x_adv = attack(model, x, y)  # attacks run in eval mode and restore the caller's
     clean, adv = embeddings(model, x), embeddings(model, x_adv)
-    with torch.no_grad():
+    with frozen_eval(model), torch.no_grad():
         pred_adv = model.head(adv).argmax(1)
     chosen = torch.ones_like(y, dtype=torch.bool) if overlay_classes is None else torch.isin(
         y, torch.tensor(list(overlay_classes)))
