@@ -64,11 +64,13 @@ def test_each_recipe_trains_two_steps_with_gradients_everywhere(recipe):
     for drawer in (objective.adversary, objective.pairing):
         if hasattr(drawer, "class_index"):
             drawer.class_index = ClassIndex(Split((images * 255).to(torch.uint8), labels))
+    if hasattr(objective.adversary, "bank"):  # cascade: saved images looked up by index
+        objective.adversary.bank = images
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = tiny_batch()
     for _ in range(2):
         step = Step(model, x, y, adversary=objective.adversary, teacher=teacher,
-                    pairing=objective.pairing)
+                    pairing=objective.pairing, index=torch.arange(len(x)))
         terms = objective(step)
         assert set(terms) == {"loss", *objective.terms}
         assert all(torch.isfinite(v) for v in terms.values()), terms

@@ -117,7 +117,8 @@ def _explain(args: argparse.Namespace) -> int:
     result = explain(args.runs, which=args.checkpoint, what=tuple(w.strip() for w in args.what.split(",")),
                      images=args.images, study_images=args.study_images, embed_images=args.embed_images,
                      attack=args.attack, eps=args.eps, trace_steps=args.trace_steps,
-                     overlay_classes=overlay, out=args.out, data_dir=args.data_dir)
+                     overlay_classes=overlay, surface_images=args.surface_images,
+                     transfer_images=args.transfer_images, out=args.out, data_dir=args.data_dir)
     print(f"explain: {result['files']['html']} (and explain.md, explain.json, "
           f"{', '.join(k for k in result['files'] if k.endswith('.png'))})")
     return 0
@@ -266,10 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("explain", help="what runs look at: attention maps, attention studies, embeddings, "
-                       "loss landscapes (PNGs + explain.html)")
+                       "loss landscapes, error surface and transfer (PNGs + explain.html)")
     p.add_argument("runs", nargs="+", help="run directories or checkpoint files, shown side by side")
     p.add_argument("--what", default="grid,trace,study,embeddings,landscape",
-                   help="comma-separated analyses (default: all)")
+                   help="comma-separated analyses: grid, trace, study, embeddings, landscape (the "
+                   "default), and the Cascade paper's transfer (2+ runs), softmax, correlation, leaking")
     p.add_argument("--images", type=int, default=6, help="images in the attention grid and landscape")
     p.add_argument("--study-images", type=int, default=500, help="images in the attention study")
     p.add_argument("--embed-images", type=int, default=1000, help="images in the t-SNE")
@@ -278,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-steps", type=int, default=10, help="PGD iterations in the attention trace")
     p.add_argument("--overlay-classes", help="comma-separated classes whose adversarial examples the "
                    "t-SNE shows (default: all)")
+    p.add_argument("--surface-images", type=int, default=128,
+                   help="images in the softmax and gradient-correlation curves (the paper: 128)")
+    p.add_argument("--transfer-images", type=int, default=1000,
+                   help="images in the transfer matrix and the label-leaking table")
     p.add_argument("--checkpoint", default="last", help="last (default), best or best_robust")
     p.add_argument("--out", help="output directory (default: RUN/explain)")
     p.add_argument("--data-dir", help="where the data set lives (default: the run's)")

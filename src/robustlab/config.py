@@ -86,6 +86,10 @@ class DefenseConfig:
     # A frozen teacher for terms that read one (AGKD-BML): a run directory or checkpoint. None
     # trains a standard model with this run's settings once, cached as <out_dir>/_teacher_...
     teacher: str | None = None
+    # Cascade training's already defended network, whose iter_FGSM training images are saved once
+    # and injected: a run directory or checkpoint. None trains a `pivot` model with this run's
+    # settings (another seed) once, cached as <out_dir>/_cascade-source_...
+    source: str | None = None
 
 
 @dataclass

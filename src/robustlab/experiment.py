@@ -187,9 +187,12 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     # Before seeding: a teacher trained here must not change the student's initialisation.
     teacher = build_teacher(cfg, ds, objective, device, log if dist.is_main else (lambda _: None),
                             resume=resume, write=dist.is_main)
+    data = make_batches(cfg, ds, dist, device)
+    if hasattr(objective.adversary, "bank"):  # before seeding too: it may train the source stage
+        objective.adversary.bank = cascade_bank(cfg, ds, data.train.split, device, dist,
+                                                log if dist.is_main else (lambda _: None))
     seed_everything(cfg.seed)
     model = build_model(cfg, ds)
-    data = make_batches(cfg, ds, dist, device)
     data.monitor = robust_monitor(cfg, ds)
     for drawer in (objective.adversary, objective.pairing):  # partners come from the training split
         if hasattr(drawer, "class_index"):
@@ -290,18 +293,20 @@ def _report_dir(path: Path, loaded: Loaded) -> Path:
     return run_dir / ("report" if which == "last" else f"report_{which}")
 
 
-def stage_config(cfg: Config, role: str, seed_offset: int) -> Config:
-    """The config of a standard-trained stage with `cfg`'s data, model, optimizer and epochs
-    (seed + offset), named <out_dir>/_<role>_<data>_<model>_<hash of its config>."""
+def stage_config(cfg: Config, role: str, seed_offset: int, recipe: str = "standard") -> Config:
+    """The config of a stage trained with `recipe` (at `cfg`'s eps) and `cfg`'s data, model,
+    optimizer and epochs (seed + offset), named <out_dir>/_<role>_<data>_<model>_<hash of its config>."""
     stage = config_from_dict(cfg.to_dict())
     stage.seed = cfg.seed + seed_offset
-    stage.defense = type(cfg.defense)()
+    stage.defense = type(cfg.defense)(recipe=recipe, eps=cfg.defense.eps if recipe != "standard" else None)
     stage.train.monitor_images = 0
     stage.train.label_smoothing = 0.0
     key = stage.to_dict()
     for section, field in [("data", "data_dir"), ("train", "device"), ("train", "threads")]:
         key[section].pop(field, None)
     key.pop("name"), key.pop("out_dir")
+    if key["defense"].get("source") is None:  # added later: stages named before keep their names
+        key["defense"].pop("source", None)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     stage.name = f"_{role}_{cfg.data.name}_{cfg.model.name}_{digest}"
     return stage
@@ -317,14 +322,14 @@ def _finished_stage(stage: Config) -> Classifier | None:
 
 
 def standard_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str], None] = say,
-                   title: str | None = None) -> Classifier:
-    """A standard-trained model (`stage_config`), trained once as a named stage and reused by
-    every run with the same settings; resumable like any run."""
-    stage = stage_config(cfg, role, seed_offset)
+                   title: str | None = None, recipe: str = "standard") -> Classifier:
+    """A model trained with `recipe` (`stage_config`), once as a named stage and reused by every
+    run with the same settings; resumable like any run."""
+    stage = stage_config(cfg, role, seed_offset, recipe)
     model = _finished_stage(stage)
     if model is not None:
         return model
-    log(f"training the {title or role} {stage.name} (standard, {stage.train.epochs} epochs; cached for "
+    log(f"training the {title or role} {stage.name} ({recipe}, {stage.train.epochs} epochs; cached for "
         "later runs)")
     return train(stage, resume=True, log=log).model
 
@@ -333,6 +338,41 @@ def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Cl
     """The default transfer source: a standard-trained model of the same architecture on the
     same data, another seed (a cached `standard_stage`)."""
     return standard_stage(cfg, "source", 1, log, title="transfer source").to(device).eval()
+
+
+CASCADE_SOURCE = "cascade-source"
+
+
+def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
+                 log: Callable[[str], None] = say):
+    """The saved iter_FGSM images of the training split that cascade training injects (the Cascade
+    paper Sec. 6), made once from the already defended `defense.source` (default: a `pivot` stage
+    with this run's settings, seed + 2, as the paper's P2) and kept in the source run's
+    adversarial_images/ for every later run; eps 1..floor(255 eps)/255, one per image."""
+    from robustlab.attacks.image_bank import ImageBank, make_bank
+
+    eps = training_eps(cfg, ds)
+    max_eps = max(1, int(eps * 255 + 1e-6))
+    if cfg.defense.source:
+        loaded = load_run(cfg.defense.source, "last", cfg.data.data_dir)
+        model, checkpoint = loaded.model, loaded.checkpoint
+    else:
+        stage = stage_config(cfg, CASCADE_SOURCE, 2, "pivot")
+        model = standard_stage(cfg, CASCADE_SOURCE, 2, log, title="cascade source", recipe="pivot")
+        checkpoint = stage.run_dir / "checkpoints" / "last.pt"
+    theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))
+    if theirs != (ds.num_classes, ds.in_channels):
+        raise UserError(f"the cascade source ({checkpoint}) takes {theirs[1]}-channel images into "
+                        f"{theirs[0]} classes, but {ds.name} has {ds.in_channels} channels and "
+                        f"{ds.num_classes} classes; give defense.source a model trained on this data set")
+    # One bank per source and split, whatever the student's seed (the paper reuses P2's images).
+    path = checkpoint.parent.parent / "adversarial_images" / f"iter_fgsm_{max_eps}_{len(split)}"
+    if dist.is_main:
+        make_bank(path, model.to(device).eval(), split.images, split.labels, attack="iter_fgsm",
+                  max_eps=max_eps, source=str(checkpoint), device=device, log=log)
+    barrier(dist)
+    log(f"cascade: saved iter_FGSM images from {checkpoint} ({path})")
+    return ImageBank(path)
 
 
 TEACHER = "teacher"

@@ -17,11 +17,13 @@ from robustlab.train.fit import say
 def explain(paths: list[str | Path], *, which: str = "last", what: tuple[str, ...] = ("grid", "trace",
             "study", "embeddings", "landscape"), images: int = 6, study_images: int = 500,
             embed_images: int = 1000, attack: str = "pgd", eps: float | None = None,
-            trace_steps: int = 10, overlay_classes: list[int] | None = None, out: str | None = None,
+            trace_steps: int = 10, overlay_classes: list[int] | None = None, surface_images: int = 128,
+            transfer_images: int = 1000, out: str | None = None,
             data_dir: str | None = None, log: Callable[[str], None] = say) -> dict:
     """What one or more runs look at: attention grids (with the teacher's, when the run had one),
     attention over an attack's iterations, AAD's attention studies, t-SNE / Davies-Bouldin /
-    label transitions of the embeddings, and loss landscapes; PNGs plus explain.html/md/json."""
+    label transitions of the embeddings, and loss landscapes; on request the Cascade paper's
+    analyses (transfer, softmax, correlation, leaking); PNGs plus explain.html/md/json."""
     from robustlab.analysis import (
         attention_grid,
         attention_trace,
@@ -34,12 +36,13 @@ def explain(paths: list[str | Path], *, which: str = "last", what: tuple[str, ..
     from robustlab.attacks import ATTACKS
     from robustlab.report import Section, write_explain_report
 
-    known = ("grid", "trace", "study", "embeddings", "landscape")
+    known = ("grid", "trace", "study", "embeddings", "landscape", *CASCADE_ANALYSES)
     unknown = sorted(set(what) - set(known))
     if unknown:
         raise UserError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(known)}")
     for flag, value in (("--images", images), ("--study-images", study_images),
-                        ("--embed-images", embed_images), ("--trace-steps", trace_steps)):
+                        ("--embed-images", embed_images), ("--trace-steps", trace_steps),
+                        ("--surface-images", surface_images), ("--transfer-images", transfer_images)):
         if value < 1:
             raise UserError(f"{flag}={value} is out of range: expected >= 1")
     if not paths:
@@ -152,11 +155,83 @@ def explain(paths: list[str | Path], *, which: str = "last", what: tuple[str, ..
             f"sign(grad) + b r (r Rademacher), a, b in [-{eps:g}, {eps:g}].",
             figure="landscape.png", png=plots.landscape_png(lands)))
 
+    sections += cascade_sections(what, models, x_all, y_all, eps, surface_images, transfer_images, numbers, log)
+
     out_dir = Path(out) if out else Path(paths[0]) / "explain" if Path(paths[0]).is_dir() else \
         loaded[0].checkpoint.parent.parent / "explain"
     files = write_explain_report(f"What {', '.join(names)} look{'s' if len(names) == 1 else ''} at",
                                  sections, numbers, out_dir)
     return {"files": {k: str(v) for k, v in files.items()}, **numbers}
+
+
+CASCADE_ANALYSES = ("transfer", "softmax", "correlation", "leaking")
+
+
+def cascade_sections(what, models: dict, x_all, y_all, eps: float, surface_images: int,
+                     transfer_images: int, numbers: dict, log: Callable[[str], None]) -> list:
+    """The Cascade paper's analyses (Sec. 4-5) that `what` asks for, as report sections; their
+    numbers go into `numbers`."""
+    from robustlab.analysis import (
+        eps_grid,
+        gradient_correlation,
+        label_leaking,
+        plots,
+        softmax_arguments,
+        transfer_matrix,
+    )
+    from robustlab.analysis.error_surface import DIRECTIONS
+    from robustlab.attacks import ATTACKS
+    from robustlab.report import Section
+
+    sections = []
+    grid = eps_grid(eps, 11)
+    x, y = x_all[:surface_images], y_all[:surface_images]
+    if "transfer" in what:
+        if len(models) < 2:
+            raise UserError("--what transfer needs at least two runs (each is a source and a target)")
+        attacks = {name: ATTACKS.build(name, eps=eps) for name in ("step_fgsm", "iter_ll", "iter_fgsm")}
+        table = transfer_matrix(models, x_all[:transfer_images], y_all[:transfer_images], attacks, log=log)
+        numbers["transfer"] = table
+        names = list(models)
+        sections.append(Section(
+            "Transfer between networks (Cascade Table 4)", f"Accuracy of each target (row) on the "
+            f"examples each source (column) makes, on the first {transfer_images} test images at eps "
+            f"{eps:g}; the diagonal is white-box. The paper pairs networks of different seeds.",
+            head=["attack", "target \\ source", *names],
+            rows=[[label, target, *[_pct(table[label][target][source]) for source in names]]
+                  for label in table for target in names]))
+    if "softmax" in what:
+        log(f"softmax arguments vs eps on {len(x)} images")
+        curves = {name: {m: softmax_arguments(model, x, y, grid, m) for m in DIRECTIONS}
+                  for name, model in models.items()}
+        numbers["softmax_arguments"] = curves
+        sections.append(Section(
+            "Arguments to the softmax vs eps (Cascade Fig. 4, 6)", f"Mean over the first {len(x)} test "
+            "images of the true class's logit and of the false classes' mean logit along each "
+            "one-step direction, +-1 std shaded.", figure="softmax.png", png=plots.softmax_png(curves)))
+    if "correlation" in what:
+        log(f"gradient correlations vs eps on {len(x)} images")
+        curves = {name: gradient_correlation(model, x, y, grid) for name, model in models.items()}
+        numbers["gradient_correlation"] = curves
+        pairs = [k for k in next(iter(curves.values())) if k != "eps"]
+        sections.append(Section(
+            "Correlation of input gradients (Cascade Fig. 5)", f"Pearson correlation between the "
+            f"gradients of CE(., y) w.r.t. two images, mean over the first {len(x)} test images "
+            f"(+-0.5 std shaded); the table gives it at eps {eps:g}.",
+            head=["run", *pairs], rows=[[n, *[_num(c[p]["mean"][-1]) for p in pairs]] for n, c in curves.items()],
+            figure="correlation.png", png=plots.correlation_png(curves)))
+    if "leaking" in what:
+        leaks = {name: label_leaking(model, x_all[:transfer_images], y_all[:transfer_images], grid)
+                 for name, model in models.items()}
+        numbers["label_leaking"] = leaks
+        sections.append(Section(
+            "Label leaking (Cascade Sec. 4.2)", f"Accuracy on step_FGSM images (which use the true "
+            f"label) of the first {transfer_images} test images, by eps x 255; a model leaks labels "
+            "where this is above its clean accuracy.",
+            head=["run", "clean", *[f"{255 * e:.3g}" for e in grid[1:]], "leaks"],
+            rows=[[n, _pct(s["clean_accuracy"]), *[_pct(a) for a in s["accuracy"][1:]],
+                   "yes" if s["leaks"] else "no"] for n, s in leaks.items()]))
+    return sections
 
 
 def _pct(value: float | None) -> str:

@@ -143,3 +143,50 @@ def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
+
+
+def _bands(ax, eps: np.ndarray, mean, std, label: str, scale: float = 1.0) -> None:
+    mean, std = np.asarray(mean), np.asarray(std) * scale
+    (line,) = ax.plot(eps, mean, label=label, linewidth=1.2)
+    ax.fill_between(eps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+
+
+def softmax_png(curves: Mapping[str, Mapping[str, Mapping]]) -> bytes:
+    """The Cascade paper's Fig. 4 / 6: a row per run, a column per direction; the true class's
+    logit and the mean false-class logit vs eps (x 255), +-1 std shaded."""
+    plt = _plt()
+    runs = list(curves)
+    methods = list(next(iter(curves.values())))
+    fig, axes = plt.subplots(len(runs), len(methods), figsize=(3.6 * len(methods), 2.8 * len(runs)),
+                             squeeze=False, sharey="row")
+    for r, run in enumerate(runs):
+        for c, method in enumerate(methods):
+            s, ax = curves[run][method], axes[r, c]
+            eps = np.asarray(s["eps"]) * 255
+            _bands(ax, eps, s["true_mean"], s["true_std"], "true class")
+            _bands(ax, eps, s["false_mean"], s["false_std"], "false classes (mean)")
+            ax.set_title(f"{run}: {method}", fontsize=9)
+            ax.set_xlabel("eps (x 255)", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("argument to the softmax", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def correlation_png(curves: Mapping[str, Mapping]) -> bytes:
+    """The Cascade paper's Fig. 5: per run, the mean Pearson correlation between the input
+    gradients of each image pair vs eps (x 255), +-0.5 std shaded as in the paper."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False, sharey=True)
+    for ax, (run, s) in zip(axes[0], curves.items()):
+        eps = np.asarray(s["eps"]) * 255
+        for pair, values in s.items():
+            if pair != "eps":
+                _bands(ax, eps, values["mean"], values["std"], pair, scale=0.5)
+        ax.axhline(0, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_title(run, fontsize=9)
+        ax.set_xlabel("eps (x 255)", fontsize=8)
+    axes[0, 0].set_ylabel("gradient correlation", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    return _png(fig)

@@ -12,7 +12,7 @@ from robustlab.attacks.adversarial_set import load_adversarial_set, save_adversa
 from robustlab.attacks.base import Attack, check_inputs, frozen_eval
 from robustlab.attacks.losses import LOSSES, ce, cw_margin, dlr, is_adversarial
 from robustlab.attacks.pgd import PGD
-from robustlab.attacks.presets import ATTACKS, kurakin_steps
+from robustlab.attacks.presets import ATTACKS, kurakin_steps, sign_step
 from robustlab.attacks.targets import TARGETS, least_likely, most_confusing, random_other
 from robustlab.attacks.threat import Threat
 from robustlab.attacks.transfer import Transfer, transfer
@@ -21,7 +21,7 @@ from robustlab.attacks.worst_case import WorstCase, worst_case
 __all__ = [
     "ATTACKS", "LOSSES", "PGD", "TARGETS", "Attack", "Threat", "ce", "check_inputs", "cw_margin",
     "dlr", "frozen_eval", "is_adversarial", "kurakin_steps", "least_likely", "most_confusing",
-    "random_other",
+    "random_other", "sign_step",
     "Transfer", "load_adversarial_set", "save_adversarial_set", "transfer",
     "WorstCase", "worst_case",
 ]

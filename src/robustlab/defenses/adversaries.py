@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks import ATTACKS, PGD, Attack
+from robustlab.attacks import ATTACKS, PGD, Attack, sign_step
 from robustlab.attacks.base import frozen_eval
 from robustlab.attacks.targets import most_confusing
 from robustlab.data.class_index import ClassIndex
@@ -89,35 +90,86 @@ def training_pgd(eps: float, steps: int, step_size: float | None = None, **param
     return ATTACKS.build("pgd", eps=eps, steps=steps, step_size=step_size, noise="global", **params)
 
 
+def random_eps(n: int, max_eps: float, like: Tensor) -> Tensor:
+    """n eps values from N(0, (max_eps / 2)^2) truncated to [0, max_eps] (Kurakin et al. 2017
+    Sec. 3; the Cascade paper Sec. 3.1), by inverting the half-normal CDF erf(e / (sigma sqrt 2))
+    on U(0, erf(max_eps / (sigma sqrt 2))): exact truncation, never outside [0, max_eps]."""
+    sigma = max_eps / 2
+    top = torch.erf(torch.tensor(max_eps / (sigma * 2 ** 0.5), dtype=torch.float64))
+    u = torch.rand(n, dtype=torch.float64) * top
+    eps = sigma * 2 ** 0.5 * torch.erfinv(u)
+    return eps.clamp(0, max_eps).to(like.device, like.dtype)
+
+
 @dataclass
 class RandomEpsOneStep:
-    """A one-step L-inf attack whose size is drawn per image: eps ~ |N(0, (max_eps / 2)^2)|
-    clipped to [0, max_eps] (Kurakin et al. 2017 Sec. 3; the Cascade paper Sec. 3.1).
+    """A one-step L-inf attack whose size is drawn per image from `random_eps` (Kurakin et al.
+    2017 Sec. 3; the Cascade paper Sec. 3.1), on the first round(fraction * B) images.
 
-    For a sign step, clip(x + e * sign(g), 0, 1) = clip(x + e * sign(x_1 - x), 0, 1) with
-    x_1 the same attack at eps 1, so one attack call gives every image its own size.
+    One attack call gives every image its own size: the attack at eps e is
+    clip(x + e * sign_step, 0, 1) (`robustlab.attacks.sign_step`).
     """
 
     attack: str = "step_ll"
     max_eps: float = 0.1
     fraction: float = 0.5
     mode: str = "eval"
-    _unit: AttackAdversary = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_ranges([(0 < self.max_eps <= 1, "max_eps", self.max_eps, "in (0, 1]")])
+        check_mode(self.mode)
+        check_ranges([(0 < self.max_eps <= 1, "max_eps", self.max_eps, "in (0, 1]"),
+                      (0 < self.fraction <= 1, "fraction", self.fraction, "in (0, 1]")])
         unit = ATTACKS.build(self.attack, eps=1.0)
         if not (isinstance(unit, PGD) and unit.steps == 1 and not unit.random_start):
             raise UserError(f"attack={self.attack!r}: random-eps training needs a one-step attack "
                             "without random start (step_ll, step_fgsm or fgsm)")
-        self._unit = AttackAdversary(unit, self.mode, self.fraction)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        x1 = self._unit(model, x, y)
-        x = x[: len(x1)]
-        sigma = self.max_eps / 2
-        eps = (torch.randn(len(x), device=x.device, dtype=x.dtype) * sigma).abs().clamp(max=self.max_eps)
-        return (x + eps.view(-1, *[1] * (x.dim() - 1)) * (x1 - x).sign()).clamp(0, 1)
+        k = max(1, round(self.fraction * len(x)))
+        return self.run(model, x[:k], y[:k])
+
+    def run(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The attack on all of x, each image at its own random eps."""
+        if self.mode == "eval":
+            direction = sign_step(self.attack, model, x, y)
+        else:
+            with _buffers_restored(model):
+                direction = sign_step(self.attack, _TrainModeView(model), x, y)
+        eps = random_eps(len(x), self.max_eps, x)
+        return (x + eps.view(-1, *[1] * (x.dim() - 1)) * direction).clamp(0, 1)
+
+
+@dataclass
+class CascadeAdversary:
+    """Cascade adversarial training (Na et al. 2018 Sec. 6): of the k = round(fraction * B)
+    adversarial images, the last round(saved_fraction * k) are the images' versions in a bank made
+    once from an already defended network (iter_FGSM, `robustlab.attacks.image_bank`); the others
+    are one-step images from the network being trained (`one_step`). Table 5: 32 of k = 64.
+
+    `bank` is set by robustlab.experiment.train; the Step passes the batch's training-split
+    indices (`needs_index`), which is how an image finds its saved version.
+    """
+
+    one_step: RandomEpsOneStep
+    saved_fraction: float = 0.5
+    bank: Any = None
+    needs_index = True
+
+    def __post_init__(self) -> None:
+        check_ranges([(0 <= self.saved_fraction <= 1, "saved_fraction", self.saved_fraction, "in [0, 1]")])
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None) -> Tensor:
+        if self.bank is None:
+            raise UserError("cascade training needs its bank of saved adversarial images; it is made "
+                            "or found by robustlab.experiment.train (defense.source)")
+        if index is None or len(index) != len(x):
+            raise UserError("cascade training needs each batch image's index in the training split "
+                            "(robustlab's Batches provides it)")
+        k = max(1, round(self.one_step.fraction * len(x)))
+        saved = round(self.saved_fraction * k)
+        fresh = self.one_step.run(model, x[: k - saved], y[: k - saved]) if k > saved else x[:0]
+        stored = self.bank[index[k - saved : k]].to(x.device, x.dtype)
+        return torch.cat([fresh, stored.view_as(x[k - saved : k])])
 
 
 class FreeAdversary:

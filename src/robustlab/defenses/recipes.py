@@ -18,6 +18,7 @@ from robustlab.attention import NORMALIZATIONS
 from robustlab.defenses.adversaries import (
     AttackAdversary,
     BidirectionalAdversary,
+    CascadeAdversary,
     FreeAdversary,
     RandomEpsOneStep,
     check_mode,
@@ -103,6 +104,56 @@ def kurakin(eps: float, lam: float = 0.3, adv_fraction: float = 0.5, attack: str
     """eps is max_e, the largest training eps; lambda 0.3 and k/m = 64/128 as the Cascade paper."""
     adversary = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=adv_fraction, mode=attack_mode)
     return _objective("kurakin", {"kurakin_ce": {"weight": 1.0, "lam": lam}}, adversary)
+
+
+def _similarity(name: str, eps: float, pivot: bool, lam: float, lambda2: float, power: int, on: str,
+                adv_fraction: float, attack: str, attack_mode: str, adversary=None) -> Objective:
+    one_step = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=adv_fraction, mode=attack_mode)
+    return _objective(name, {"unified_ce": {"weight": 1.0, "lam": lam},
+                             "embedding_distance": {"weight": lambda2, "power": power, "pivot": pivot, "on": on}},
+                      adversary or one_step)
+
+
+SIMILARITY = ("the Cascade paper (Na et al. 2018) Sec. 3, Alg. 1: k one-step images *added* beside "
+              "their clean originals, lambda-weighted CE + lambda2 sum |E_adv - E|^N, {which}")
+SIMILARITY_ADVERSARY = "step_ll with per-image eps ~ truncated N(0, (eps/2)^2) on [0, eps], k = B"
+
+
+@RECIPES.register("bidirection", paper=SIMILARITY.format(which="both embeddings move"),
+                  adversary=SIMILARITY_ADVERSARY)
+def bidirection(eps: float, lam: float = 0.3, lambda2: float = 1e-4, power: int = 2, on: str = "logits",
+                adv_fraction: float = 1.0, attack: str = "step_ll", attack_mode: str = "eval") -> Objective:
+    """Low-level similarity learning with the bidirectional distance. The loader batch is the m - k
+    clean images and adv_fraction = k / (m - k): 1.0 with a batch of 64 is the paper's m = 128,
+    k = 64. lambda 0.3 and lambda2 1e-4 as the paper (see `embedding_distance` for other sizes)."""
+    return _similarity("bidirection", eps, False, lam, lambda2, power, on, adv_fraction, attack, attack_mode)
+
+
+@RECIPES.register("pivot", paper=SIMILARITY.format(which="the clean embedding a fixed pivot"),
+                  adversary=SIMILARITY_ADVERSARY)
+def pivot(eps: float, lam: float = 0.3, lambda2: float = 1e-4, power: int = 2, on: str = "logits",
+          adv_fraction: float = 1.0, attack: str = "step_ll", attack_mode: str = "eval") -> Objective:
+    """As `bidirection`, but only the adversarial embedding moves (Sec. 3.2's pivot loss)."""
+    return _similarity("pivot", eps, True, lam, lambda2, power, on, adv_fraction, attack, attack_mode)
+
+
+@RECIPES.register("cascade", paper="the Cascade paper (Na et al. 2018) Sec. 6: saved iter_FGSM images "
+                  "of an already defended network injected beside one-step images, with (pivot) or "
+                  "without (Kurakin's) similarity learning",
+                  adversary="saved_fraction of k from the bank (defense.source), the rest step_ll")
+def cascade(eps: float, similarity: bool = True, saved_fraction: float = 0.5, lam: float = 0.3,
+            lambda2: float = 1e-4, power: int = 2, on: str = "logits", adv_fraction: float | None = None,
+            attack: str = "step_ll", attack_mode: str = "eval") -> Objective:
+    """Table 5: 32 saved images of k = 64. With similarity, the pivot recipe's loss over the k
+    images added beside the batch (adv_fraction default 1.0, k / (m - k)); without, Kurakin's loss
+    with the k images replacing theirs (adv_fraction default 0.5, k / m)."""
+    fraction = adv_fraction if adv_fraction is not None else (1.0 if similarity else 0.5)
+    one_step = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=fraction, mode=attack_mode)
+    adversary = CascadeAdversary(one_step, saved_fraction)
+    if similarity:
+        return _similarity("cascade", eps, True, lam, lambda2, power, on, fraction, attack, attack_mode,
+                           adversary)
+    return _objective("cascade", {"kurakin_ce": {"weight": 1.0, "lam": lam}}, adversary)
 
 
 @RECIPES.register("fast_at", paper="Fast AT, Wong et al. 2020: FGSM from a uniform random start, "

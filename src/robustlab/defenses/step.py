@@ -60,8 +60,10 @@ class Step:
         adversary: Adversary | None = None,
         teacher: nn.Module | None = None,
         pairing: Pairing | None = None,
+        index: Tensor | None = None,
     ):
         self.model = model
+        self.index = index  # the images' indices in the training split (cascade's saved images)
         self.x = x
         self.y = y
         self.adversary = adversary
@@ -95,11 +97,13 @@ class Step:
 
     @cached_property
     def x_adv(self) -> Tensor:
-        """Adversarial versions of x[:k] (k = B for most recipes; Kurakin's recipe attacks k < B)."""
+        """Adversarial versions of x[:k] (k = B for most recipes; Kurakin's and the Cascade
+        recipes attack k < B)."""
         if self.adversary is None:
             raise UserError("a loss term needs adversarial examples, but this objective has no "
                             "adversary: use a recipe that makes them (madry, trades, ...)")
-        made = self.adversary(self.model, self.x, self.y)
+        extra = {"index": self.index} if getattr(self.adversary, "needs_index", False) else {}
+        made = self.adversary(self.model, self.x, self.y, **extra)
         if isinstance(made, Pairs):
             self._pairs = made
             return made.x_adv
@@ -146,6 +150,16 @@ class Step:
         """Outputs on the batch whose first k images are replaced by their adversarial versions:
         Kurakin et al. (2017)'s minibatch, one forward of B images."""
         return self._forward_all(torch.cat([self.x_adv, self.x[self.k:]]))
+
+    @cached_property
+    def augmented(self) -> Out:
+        """Outputs on [x_adv; x], one forward of B + k images: the clean batch with the k
+        adversarial versions *added* beside their originals (the Cascade paper's Alg. 1, B')."""
+        return self._forward_all(torch.cat([self.x_adv, self.x]))
+
+    @property
+    def y_augmented(self) -> Tensor:
+        return torch.cat([self.y_adv, self.y])
 
     @cached_property
     def teacher_clean(self) -> Out:

@@ -14,6 +14,7 @@ from torch import Tensor
 from robustlab.attacks.losses import kl_divergence, other_max
 from robustlab.attention import cam_from, channel_mean, grad_cam, mask_out, normalize
 from robustlab.defenses.step import Step
+from robustlab.errors import UserError
 from robustlab.models import Out
 from robustlab.registry import Registry
 
@@ -50,16 +51,56 @@ def adv_ce(step: Step, label_smoothing: float = 0.0) -> Tensor:
     return F.cross_entropy(step.adv.logits, step.y_adv, label_smoothing=label_smoothing)
 
 
+def lambda_weighted_ce(logits: Tensor, y: Tensor, k: int, lam: float) -> Tensor:
+    """(sum_{i in CLEAN} L(x_i, y_i) + lam sum_{i in ADV} L(x_i^adv, y_i)) / (n_clean + lam k),
+    the first k rows being the adversarial ones (Kurakin et al. 2017 eq. 1; Cascade Sec. 3.1)."""
+    per_sample = F.cross_entropy(logits, y, reduction="none")
+    weight = torch.ones_like(per_sample)
+    weight[:k] = lam
+    return (weight * per_sample).sum() / ((len(y) - k) + lam * k)
+
+
 @TERMS.register("kurakin_ce", paper="Kurakin et al. 2017 eq. 1 (the Cascade paper's Sec. 3.1 loss)",
                 needs=("mixed",))
 def kurakin_ce(step: Step, lam: float = 0.3) -> Tensor:
-    """(sum_{i in CLEAN} L(x_i, y_i) + lam sum_{i in ADV} L(x_i^adv, y_i)) / ((m - k) + lam k),
-    over one minibatch of m images whose first k are replaced by adversarial ones."""
-    per_sample = F.cross_entropy(step.mixed.logits, step.y, reduction="none")
-    k, m = step.k, len(step.y)
-    weight = torch.ones_like(per_sample)
-    weight[:k] = lam
-    return (weight * per_sample).sum() / ((m - k) + lam * k)
+    """`lambda_weighted_ce` over one minibatch of m images whose first k are *replaced* by their
+    adversarial versions: the denominator is (m - k) + lam k."""
+    return lambda_weighted_ce(step.mixed.logits, step.y, step.k, lam)
+
+
+@TERMS.register("unified_ce", paper="the Cascade paper (Na et al. 2018) Sec. 3.1, the total loss's "
+                "first part, over Alg. 1's B'", needs=("augmented",))
+def unified_ce(step: Step, lam: float = 0.3) -> Tensor:
+    """`lambda_weighted_ce` over B' = the k adversarial images *added* beside the m - k clean ones
+    (the whole loader batch): the denominator is (m - k) + lam k with m - k = B."""
+    return lambda_weighted_ce(step.augmented.logits, step.y_augmented, step.k, lam)
+
+
+PAPER_EMBEDDING_SIZE = 10  # the Cascade paper's embedding: the 10 logits of its MNIST/CIFAR-10 ResNets
+EMBEDDINGS = ("logits", "embedding")
+
+
+@TERMS.register("embedding_distance", paper="the Cascade paper (Na et al. 2018) Sec. 3.1-3.2: "
+                "lambda2 sum_i |E_i^adv - E_i|^N, bidirectional or pivot", needs=("augmented",))
+def embedding_distance(step: Step, power: int = 2, pivot: bool = False, on: str = "logits") -> Tensor:
+    """sum over the k pairs of sum_j |E_adv,j - E_j|^N (N = 2: the squared L2 distance).
+
+    Bidirectional (pivot False) moves both embeddings; pivot detaches the clean one, so it is a
+    fixed target and only the adversarial embedding moves (Sec. 3.2). `on`: the paper's
+    embedding is the softmax's argument (Fig. 1, Sec. 4.1), our `logits`; `embedding` is the
+    penultimate layer. The recipe's weight is the paper's lambda2 for its 10-d embedding; for D
+    dimensions the sum is scaled by 10 / D, so each dimension keeps the paper's weight.
+    """
+    if on not in EMBEDDINGS:
+        raise UserError(f"on={on!r} is not an embedding: choose {' or '.join(EMBEDDINGS)}")
+    if isinstance(power, bool) or not isinstance(power, int) or power < 1:
+        raise UserError(f"power={power!r} is out of range: the exponent N is an integer >= 1")
+    e = getattr(step.augmented, on)
+    k = step.k
+    adv, clean = e[:k], e[k: 2 * k]
+    if pivot:
+        clean = clean.detach()
+    return (adv - clean).abs().pow(power).sum() * (PAPER_EMBEDDING_SIZE / e.shape[1])
 
 
 # ---- TRADES and MART -----------------------------------------------------------------------

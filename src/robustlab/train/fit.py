@@ -244,12 +244,17 @@ def fit(
                 total=steps_per_epoch, initial=run.batch, desc=f"epoch {run.epoch + 1}/{tc.epochs}",
                 disable=None if dist.is_main else True, leave=False, unit="batch", dynamic_ncols=True,
             )
+            # The batch's indices in the training split, for adversaries that look images up
+            # (cascade training's saved images); Batches' order depends on the epoch only.
+            order = data.train.indices(run.epoch) if hasattr(data.train, "indices") else None
+            bs = getattr(data.train, "batch_size", 0)
             for x, y in data.train.epoch(run.epoch, start=run.batch):
                 x = x.to(device, non_blocking=True, memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
+                index = None if order is None else order[run.batch * bs: run.batch * bs + len(y)]
                 for _ in range(replays):
                     step = Step(model, x, y, forward_all=forward_all, adversary=adversary,
-                                teacher=teacher, pairing=getattr(objective, "pairing", None))
+                                teacher=teacher, pairing=getattr(objective, "pairing", None), index=index)
                     where = f"epoch {run.epoch + 1}, batch {run.batch} (step {run.global_step})"
                     terms = _train_step(step, objective, optimizer, scaler, scheduler, autocast, tc,
                                         where=where, last=run.last_checkpoint)
