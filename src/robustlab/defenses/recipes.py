@@ -335,11 +335,12 @@ def _pdm(name: str, reverse: bool, same_prob: float, siamese_weight: float,
 @RECIPES.register("siamese_rvl", paper="PDM Sec. 3.1-3.2: CE on both Siamese inputs + |cos(z1, z2) - s| + "
                   "reduce-variance loss (no RCE)", adversary="none (Siamese partner: same class w.p. Q)")
 def siamese_rvl(eps: float | None = None, same_prob: float = 0.5, siamese_weight: float = 1.0,
-                variance_weight: float = 0.01) -> Objective:
+                variance_weight: float = 0.001) -> Objective:
     """PDM does not state Q; 0.5 (balanced similar / dissimilar pairs) is ours. Alg. 1 weights RVL
     by 1, but RVL is not scale-invariant: its minimum is every embedding equal (all-zero ReLU
     outputs), and at weight 1 small_cnn collapses there and stays at chance accuracy (tests on
-    synthetic data: 10% after 5 epochs); 0.01 trains (100%)."""
+    synthetic data: 10% after 5 epochs); 0.01 trains (100%). With RCE (pdm) 0.01 still diverges,
+    so both recipes use 0.001 (see pdm)."""
     return _pdm("siamese_rvl", False, same_prob, siamese_weight, variance_weight)
 
 
@@ -347,8 +348,10 @@ def siamese_rvl(eps: float | None = None, same_prob: float = 0.5, siamese_weight
                   "|cos(z1, z2) - s| + reduce-variance loss",
                   adversary="none (Siamese partner: same class w.p. Q)")
 def pdm(eps: float | None = None, same_prob: float = 0.5, siamese_weight: float = 1.0,
-        variance_weight: float = 0.01) -> Objective:
-    """The RVL weight is 0.01, not Alg. 1's 1: see siamese_rvl."""
+        variance_weight: float = 0.001) -> Objective:
+    """The RVL weight is 0.001, not Alg. 1's 1 (see siamese_rvl). Measured on 8,192 Fashion-MNIST
+    images, 3 epochs (2,000 test images): rce alone 84.5%; pdm with RVL weight 0.01 53.6% (every
+    loss rises in epoch 2), 0.003 82.3%, 0.001 84.4%, 0 85.4%; without the cosine term 85.7%."""
     return _pdm("pdm", True, same_prob, siamese_weight, variance_weight)
 
 
