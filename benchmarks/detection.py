@@ -1,6 +1,6 @@
 """PDM Tables 1-4 on Fashion-MNIST, and what the KDE detector costs.
 
-    python benchmarks/detection.py [--epochs 2] [--images 200] [--cw-hc-steps 100] [--wb-steps 300]
+    python benchmarks/detection.py [--epochs 2] [--images 100] [--cw-hc-steps 100] [--wb-steps 100]
                                    [--proxy-epochs 2] [--recipes standard rce siamese_rvl pdm] [--no-write]
 
 Trains each recipe from configs/<recipe>_fmnist.yaml for `--epochs` (runs/bench_defenses/<recipe>,
@@ -215,9 +215,9 @@ def _black(r: dict, key: str = "auc") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--cw-hc-steps", type=int, default=100)
-    parser.add_argument("--wb-steps", type=int, default=300)
+    parser.add_argument("--wb-steps", type=int, default=100)
     parser.add_argument("--proxy-epochs", type=int, default=2)
     parser.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
     parser.add_argument("--no-write", action="store_true")

@@ -349,7 +349,7 @@ def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
     paper Sec. 6), made once from the already defended `defense.source` (default: a `pivot` stage
     with this run's settings, seed + 2, as the paper's P2) and kept in the source run's
     adversarial_images/ for every later run; eps 1..floor(255 eps)/255, one per image."""
-    from robustlab.attacks.image_bank import ImageBank, make_bank
+    from robustlab.attacks.image_bank import ImageBank, make_bank, split_digest
 
     eps = training_eps(cfg, ds)
     max_eps = max(1, int(eps * 255 + 1e-6))
@@ -366,7 +366,8 @@ def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
                         f"{theirs[0]} classes, but {ds.name} has {ds.in_channels} channels and "
                         f"{ds.num_classes} classes; give defense.source a model trained on this data set")
     # One bank per source and split, whatever the student's seed (the paper reuses P2's images).
-    path = checkpoint.parent.parent / "adversarial_images" / f"iter_fgsm_{max_eps}_{len(split)}"
+    digest = split_digest(split.images)[:8]
+    path = checkpoint.parent.parent / "adversarial_images" / f"iter_fgsm_{max_eps}_{len(split)}_{digest}"
     if dist.is_main:
         make_bank(path, model.to(device).eval(), split.images, split.labels, attack="iter_fgsm",
                   max_eps=max_eps, source=str(checkpoint), device=device, log=log)
