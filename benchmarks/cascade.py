@@ -131,7 +131,8 @@ def section(results: dict, transfer: dict | None, args: argparse.Namespace) -> s
         "",
     ]
     seeds = {"Kurakin's": ["k1", "k2", "k3"], "Pivot": ["p1", "p2", "p3"]}
-    keys = ["clean", "step_ll@8", "step_ll@25", "iter_ll@8", "iter_ll@25", "iter_fgsm@8", "pgd20"]
+    top = GRID[-1]
+    keys = ["clean", "step_ll@8", f"step_ll@{top}", "iter_ll@8", f"iter_ll@{top}", "iter_fgsm@8", "pgd20"]
     if all(r in results for rs in seeds.values() for r in rs):
         lines += [f"Table 3, mean +- std over seeds 0, 1, 2 ({len(seeds['Pivot'])} networks each):", "",
                   "| method | " + " | ".join(k.replace("@", " ") for k in keys) + " |",
@@ -174,14 +175,16 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
         if name == "k2":
             cache = OUT / "transfer.json"
-            if cache.is_file() and json.loads(cache.read_text()).get("images") == args.images:
+            saved = json.loads(cache.read_text()) if cache.is_file() else {}
+            if [saved.get("images"), saved.get("epochs")] == [args.images, args.epochs]:
                 transfer = json.loads(cache.read_text())["table"]
             else:
                 models = {r: load_run(OUT / r).model.eval() for r in ("b1", "k1", "p1", "b2", "k2", "p2")}
                 _, x, y = _test(args.images)
                 attacks = {a: ATTACKS.build(a, eps=MAX_E) for a in ("step_fgsm", "iter_ll", "iter_fgsm")}
                 transfer = transfer_matrix(models, x, y, attacks, log=print)
-                atomic_write_text(cache, json.dumps({"images": args.images, "table": transfer}, indent=1))
+                atomic_write_text(cache, json.dumps({"images": args.images, "epochs": args.epochs,
+                                                     "table": transfer}, indent=1))
         if not args.no_write:
             write_section(section(results, transfer, args))
     print(section(results, transfer, args))

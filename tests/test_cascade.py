@@ -171,6 +171,9 @@ def test_bank_resumes_where_it_stopped_and_refuses_other_settings(tmp_path):
     done = np.load(tmp_path / "bank" / "done.npy", mmap_mode="r+")
     done[10:] = False                                  # as if interrupted after 10 images
     done.flush()
+    stored = np.load(tmp_path / "bank" / "images.npy", mmap_mode="r+")
+    stored[10:] = 0                                    # ... whose later rows were never written
+    stored.flush()
     with pytest.raises(UserError, match="incomplete"):
         ImageBank(tmp_path / "bank")
     resumed = make_bank(tmp_path / "bank", model, images, labels, max_eps=3, log=lambda _: None)
@@ -243,6 +246,11 @@ def test_cascade_source_bank_is_made_once_in_the_source_run(tmp_path):
                                                        f"defense.source={tmp_path / 'src'}"])
     experiment.train(cfg, log=lambda _: None)
     assert (bank_dir / "images.npy").stat().st_mtime_ns == stamp   # a second run reuses it
+    assert len(list((tmp_path / "src" / "adversarial_images").iterdir())) == 1
+    with pytest.raises(UserError, match="defense.source is set"):
+        experiment.train(load_config("configs/pivot_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=p",
+                                                                   f"defense.source={tmp_path / 'src'}"]),
+                         log=lambda _: None)
 
 
 # ---- analyses --------------------------------------------------------------------------------

@@ -191,6 +191,9 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     if hasattr(objective.adversary, "bank"):  # before seeding too: it may train the source stage
         objective.adversary.bank = cascade_bank(cfg, ds, data.train.split, device, dist,
                                                 log if dist.is_main else (lambda _: None))
+    elif cfg.defense.source:
+        raise UserError(f"defense.source is set, but recipe {cfg.defense.recipe!r} injects no saved "
+                        "images; remove defense.source or use recipe cascade")
     seed_everything(cfg.seed)
     model = build_model(cfg, ds)
     data.monitor = robust_monitor(cfg, ds)
@@ -353,21 +356,20 @@ def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
 
     eps = training_eps(cfg, ds)
     max_eps = max(1, int(eps * 255 + 1e-6))
-    if cfg.defense.source:
-        loaded = load_run(cfg.defense.source, "last", cfg.data.data_dir)
-        model, checkpoint = loaded.model, loaded.checkpoint
-    else:
+    if not cfg.defense.source:
         stage = stage_config(cfg, CASCADE_SOURCE, 2, "pivot")
-        model = standard_stage(cfg, CASCADE_SOURCE, 2, log, title="cascade source", recipe="pivot")
-        checkpoint = stage.run_dir / "checkpoints" / "last.pt"
+        standard_stage(cfg, CASCADE_SOURCE, 2, log, title="cascade source", recipe="pivot")
+    loaded = load_run(cfg.defense.source or stage.run_dir, "last", cfg.data.data_dir)
+    model, checkpoint = loaded.model, loaded.checkpoint.resolve()
     theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))
     if theirs != (ds.num_classes, ds.in_channels):
         raise UserError(f"the cascade source ({checkpoint}) takes {theirs[1]}-channel images into "
                         f"{theirs[0]} classes, but {ds.name} has {ds.in_channels} channels and "
                         f"{ds.num_classes} classes; give defense.source a model trained on this data set")
     # One bank per source and split, whatever the student's seed (the paper reuses P2's images).
-    digest = split_digest(split.images)[:8]
-    path = checkpoint.parent.parent / "adversarial_images" / f"iter_fgsm_{max_eps}_{len(split)}_{digest}"
+    # Named by the source's step too: a source trained further makes a new bank, never reuses the old.
+    digest, step = split_digest(split.images)[:8], loaded.state.get("global_step", 0)
+    path = checkpoint.parent.parent / "adversarial_images" / f"iter_fgsm_{max_eps}_{len(split)}_{digest}_step{step}"
     if dist.is_main:
         make_bank(path, model.to(device).eval(), split.images, split.labels, attack="iter_fgsm",
                   max_eps=max_eps, source=str(checkpoint), device=device, log=log)

@@ -17,6 +17,7 @@ batch reads its rows, and several runs can read one bank at once.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
 from collections.abc import Callable
@@ -93,17 +94,31 @@ def make_bank(path: str | Path, model: nn.Module, images: Tensor, labels: Tensor
                             "split_sha1": split_digest(images)}
     meta_file = path / "meta.json"
     n = len(images)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as lock:
+        # Two runs sharing a source would otherwise create or fill the same files at once.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _fill(path, meta, model, images, labels, attack, max_eps, seed, batch, device, log)
+    return ImageBank(path)
+
+
+def _fill(path: Path, meta: dict, model: nn.Module, images: Tensor, labels: Tensor, attack: str,
+          max_eps: int, seed: int, batch: int, device, log: Callable[[str], None]) -> None:
+    meta_file = path / "meta.json"
+    n = len(images)
     if meta_file.is_file():
         saved = json.loads(meta_file.read_text())
         differs = sorted(k for k in meta if saved.get(k) != meta[k])
         if differs:
             raise UserError(f"{path} holds an image bank made with other settings ({', '.join(differs)}); "
                             "delete it or give another path")
+        done = np.load(path / "done.npy", mmap_mode="r")
+        if done.all():  # finished: nothing to write (the bank may sit on read-only storage)
+            return
         images_mm = np.load(path / "images.npy", mmap_mode="r+")
         done = np.load(path / "done.npy", mmap_mode="r+")
         eps = np.load(path / "eps.npy", mmap_mode="r")
     else:
-        path.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(seed)
         np.save(path / "eps.npy", rng.integers(1, max_eps + 1, size=n).astype(np.uint8))
         images_mm = np.lib.format.open_memmap(path / "images.npy", "w+", np.uint8, tuple(images.shape))
@@ -134,7 +149,6 @@ def make_bank(path: str | Path, model: nn.Module, images: Tensor, labels: Tensor
             bar.update(len(chunk))
     bar.close()
     del images_mm, done
-    return ImageBank(path)
 
 
 def _now() -> str:

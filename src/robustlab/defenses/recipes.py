@@ -146,7 +146,10 @@ def cascade(eps: float, similarity: bool = True, saved_fraction: float = 0.5, la
             attack: str = "step_ll", attack_mode: str = "eval") -> Objective:
     """Table 5: 32 saved images of k = 64. With similarity, the pivot recipe's loss over the k
     images added beside the batch (adv_fraction default 1.0, k / (m - k)); without, Kurakin's loss
-    with the k images replacing theirs (adv_fraction default 0.5, k / m)."""
+    with the k images replacing theirs (adv_fraction default 0.5, k / m). The saved images are
+    not augmented (the paper: "we didn't perform random crop for these images"), so with
+    data.augment on, a saved image and its clean partner in the distance term differ by the
+    partner's crop and flip too, as in the paper; Fashion-MNIST trains without augmentation."""
     fraction = adv_fraction if adv_fraction is not None else (1.0 if similarity else 0.5)
     one_step = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=fraction, mode=attack_mode)
     adversary = CascadeAdversary(one_step, saved_fraction)

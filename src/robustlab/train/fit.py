@@ -264,8 +264,12 @@ def fit(
                 batch_sums["n"] = n
                 if step.cached("clean"):
                     batch_sums["correct"] = (step.clean.logits.argmax(1) == y).sum().float()
-                if step.cached("adv"):  # accuracy on the training adversary's examples
-                    batch_sums["adv_correct"] = (step.adv.logits.argmax(1) == step.y_adv).sum().float()
+                adv_logits = step.adv.logits if step.cached("adv") else (
+                    step.augmented.logits[: step.k] if step.cached("augmented") else None)
+                if step.cached("augmented") and not step.cached("clean"):  # Cascade's B' holds both
+                    batch_sums["correct"] = (step.augmented.logits[step.k:].argmax(1) == y).sum().float()
+                if adv_logits is not None:  # accuracy on the training adversary's examples
+                    batch_sums["adv_correct"] = (adv_logits.argmax(1) == step.y_adv).sum().float()
                     batch_sums["adv_n"] = torch.tensor(float(step.k), device=device)
                 for k, v in batch_sums.items():
                     sums[k] = sums.get(k, torch.zeros((), device=device)) + v
