@@ -180,6 +180,7 @@ def section(results: list[dict], cost: dict | None, args: argparse.Namespace) ->
         "| white-box d | " + " | ".join(_white(r) + _paper("white_d", r["recipe"]) for r in results) + " |",
         "| white-box AUC reached | " + " | ".join(_white(r, "auc") for r in results) + " |",
         "| white-box tau quantile | " + " | ".join(_white(r, "quantile") for r in results) + " |",
+        "| white-box successful | " + " | ".join(_white(r, "successful") for r in results) + " |",
         "| black-box AUC | " + " | ".join(_black(r) + _paper("black_auc", r["recipe"]) for r in results) + " |",
         "| black-box successful | " + " | ".join(_black(r, "successful") for r in results) + " |",
         "| detect minutes | " + " | ".join(f"{r['minutes']:.1f}" for r in results) + " |",
@@ -204,7 +205,9 @@ def section(results: list[dict], cost: dict | None, args: argparse.Namespace) ->
 
 def _white(r: dict, key: str = "mean_distortion") -> str:
     value = r.get("white_box", {}).get("final", {}).get(key)
-    return "-" if value is None else f"{value:.3g}" if key == "quantile" else f"{value:.3f}"
+    if value is None:
+        return "-"
+    return str(value) if key == "successful" else f"{value:.3g}" if key == "quantile" else f"{value:.3f}"
 
 
 def _black(r: dict, key: str = "auc") -> str:

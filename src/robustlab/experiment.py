@@ -349,7 +349,7 @@ CASCADE_SOURCE = "cascade-source"
 def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
                  log: Callable[[str], None] = say):
     """The saved iter_FGSM images of the training split that cascade training injects (the Cascade
-    paper Sec. 6), made once from the already defended `defense.source` (default: a `pivot` stage
+    paper Sec. 6), made once from the already defended `defense.source` (default: a `bidirection` stage
     with this run's settings, seed + 2, as the paper's P2) and kept in the source run's
     adversarial_images/ for every later run; eps 1..floor(255 eps)/255, one per image."""
     from robustlab.attacks.image_bank import ImageBank, make_bank, split_digest
@@ -357,8 +357,8 @@ def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
     eps = training_eps(cfg, ds)
     max_eps = max(1, int(eps * 255 + 1e-6))
     if not cfg.defense.source:
-        stage = stage_config(cfg, CASCADE_SOURCE, 2, "pivot")
-        standard_stage(cfg, CASCADE_SOURCE, 2, log, title="cascade source", recipe="pivot")
+        stage = stage_config(cfg, CASCADE_SOURCE, 2, "bidirection")
+        standard_stage(cfg, CASCADE_SOURCE, 2, log, title="cascade source", recipe="bidirection")
     loaded = load_run(cfg.defense.source or stage.run_dir, "last", cfg.data.data_dir)
     model, checkpoint = loaded.model, loaded.checkpoint.resolve()
     theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))

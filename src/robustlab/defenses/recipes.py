@@ -147,11 +147,11 @@ def pivot(eps: float, lam: float = 0.3, lambda2: float = 1e-5, power: int = 2, o
                   "of an already defended network injected beside one-step images, with (pivot) or "
                   "without (Kurakin's) similarity learning",
                   adversary="saved_fraction of k from the bank (defense.source), the rest step_ll")
-def cascade(eps: float, similarity: bool = True, saved_fraction: float = 0.5, lam: float = 0.3,
-            lambda2: float = 1e-5, power: int = 2, on: str = "logits", adv_fraction: float | None = None,
-            attack: str = "step_ll", attack_mode: str = "eval") -> Objective:
+def cascade(eps: float, similarity: bool = True, pivot: bool = True, saved_fraction: float = 0.5,
+            lam: float = 0.3, lambda2: float = 1e-5, power: int = 2, on: str = "logits",
+            adv_fraction: float | None = None, attack: str = "step_ll", attack_mode: str = "eval") -> Objective:
     """Table 5: 32 saved images of k = 64. With similarity, the pivot recipe's loss (lambda2 1e-5,
-    see pivot) over the k
+    see pivot; pivot=False: the bidirectional one) over the k
     images added beside the batch (adv_fraction default 1.0, k / (m - k)); without, Kurakin's loss
     with the k images replacing theirs (adv_fraction default 0.5, k / m). The saved images are
     not augmented (the paper: "we didn't perform random crop for these images"), so with
@@ -161,7 +161,7 @@ def cascade(eps: float, similarity: bool = True, saved_fraction: float = 0.5, la
     one_step = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=fraction, mode=attack_mode)
     adversary = CascadeAdversary(one_step, saved_fraction)
     if similarity:
-        return _similarity("cascade", eps, True, lam, lambda2, power, on, fraction, attack, attack_mode,
+        return _similarity("cascade", eps, pivot, lam, lambda2, power, on, fraction, attack, attack_mode,
                            adversary)
     return _objective("cascade", {"kurakin_ce": {"weight": 1.0, "lam": lam}}, adversary)
 
