@@ -131,7 +131,7 @@ def section(results: dict, transfer: dict | None, args: argparse.Namespace) -> s
         f"{args.epochs} epochs per run (configs/<recipe>_fmnist.yaml: SGD 0.05 cosine; kurakin "
         "replaces 64 of 128 images, the similarity recipes add 64 adversarial images to 64 clean "
         "ones, m = 128, k = 64, as the paper), step_ll training with eps per image from N(0, "
-        "(max_e/2)^2) truncated to [0, max_e], max_e = 25.5/255 (0.1), lambda 0.3, lambda2 1e-4 on "
+        "(max_e/2)^2) truncated to [0, max_e], max_e = 25.5/255 (0.1), lambda 0.3, lambda2 1e-5 (the paper: 1e-4; see below) on "
         "the squared L2 distance between logits. Accuracy (%) on the first "
         f"{n} test images; eps in 0-255 units (the paper's MNIST used max_e 32 and eps 16, 32). "
         "iter_* take min(eps + 4, 1.25 eps) steps of 1/255; iter_ll re-picks its target every step.",
