@@ -18,8 +18,8 @@ bidirectional loss, which the paper finds equivalent ("not much difference", Sec
 
 and writes, on the first `--images` test images, eps in 0-255 units with max_e = 25 (0.1):
 Tables 1-2 (step_ll, step_FGSM, iter_ll, iter_FGSM over an eps grid, plus PGD-20 for reference),
-Table 3 (mean +- std over the seeds of kurakin and bidirection: 2, or 3 with --seeds 3), Table 4 (transfer: targets
-b1 k1 bidirection, sources b2 k2 bd2, at eps 25.5) and Table 5 (cascade).
+Table 3 (mean +- std over the seeds of kurakin and bidirection: 2, or 3 with --seeds 3),
+Table 4 (transfer: targets b1 k1 bidirection, sources b2 k2 bd2, at eps 25.5) and Table 5 (cascade).
 """
 
 from __future__ import annotations
@@ -127,11 +127,13 @@ def section(results: dict, transfer: dict | None, args: argparse.Namespace) -> s
     lines = [
         "## Cascade adversarial training on Fashion-MNIST",
         "",
-        f"`python benchmarks/cascade.py --epochs {args.epochs} --images {n} --seeds {args.seeds}`: small_cnn, "
+        f"`python benchmarks/cascade.py --epochs {args.epochs} --images {n} --seeds {args.seeds}`: "
+        "small_cnn, "
         f"{args.epochs} epochs per run (configs/<recipe>_fmnist.yaml: SGD 0.05 cosine; kurakin "
         "replaces 64 of 128 images, the similarity recipes add 64 adversarial images to 64 clean "
         "ones, m = 128, k = 64, as the paper), step_ll training with eps per image from N(0, "
-        "(max_e/2)^2) truncated to [0, max_e], max_e = 25.5/255 (0.1), lambda 0.3, lambda2 1e-5 (the paper: 1e-4; see below) on "
+        "(max_e/2)^2) truncated to [0, max_e], max_e = 25.5/255 (0.1), lambda 0.3, lambda2 1e-5 "
+        "(the paper: 1e-4; see below) on "
         "the squared L2 distance between logits. Accuracy (%) on the first "
         f"{n} test images; eps in 0-255 units (the paper's MNIST used max_e 32 and eps 16, 32). "
         "iter_* take min(eps + 4, 1.25 eps) steps of 1/255; iter_ll re-picks its target every step.",
@@ -142,15 +144,18 @@ def section(results: dict, transfer: dict | None, args: argparse.Namespace) -> s
         "Pivot: no row, it diverges here (NaN loss at step 526 of the first epoch at lambda2 1e-5, "
         "step 48 at the paper's 1e-4; `pivot` recipe docstring); the similarity networks below use "
         "the bidirectional loss. PGD-20 at eps 0.1 (not in the paper; the attack these one-step "
-        "defenses are not trained for): " + ", ".join(f"{labels.get(r, r)} {_pct(results[r]['pgd20'])}%"
-                                                        for r in ("b1", "k1", "bidirection") if r in results) + ".",
+        "defenses are not trained for): "
+        + ", ".join(f"{labels.get(r, r)} {_pct(results[r]['pgd20'])}%"
+                    for r in ("b1", "k1", "bidirection") if r in results) + ".",
         "",
     ]
     n_seeds = 3 if all(r in results for r in ("k3", "bd3")) else 2
-    seeds = {"Kurakin's": ["k1", "k2", "k3"][:n_seeds], "Bidirection": ["bidirection", "bd2", "bd3"][:n_seeds]}
+    seeds = {"Kurakin's": ["k1", "k2", "k3"][:n_seeds],
+             "Bidirection": ["bidirection", "bd2", "bd3"][:n_seeds]}
     keys = ["clean", *TABLE3]
     if all(r in results for rs in seeds.values() for r in rs):
-        lines += [f"Table 3, mean +- std over seeds 0..{n_seeds - 1} ({n_seeds} networks each; the paper: 20):", "",
+        lines += [f"Table 3, mean +- std over seeds 0..{n_seeds - 1} ({n_seeds} networks each; "
+                  "the paper: 20):", "",
                   "| method | " + " | ".join(k.replace("@", " ") for k in keys) + " |",
                   "|---" * (len(keys) + 1) + "|"]
         for label, rs in seeds.items():
@@ -198,7 +203,8 @@ def main() -> None:
             if [saved.get("images"), saved.get("epochs")] == [args.images, args.epochs]:
                 transfer = json.loads(cache.read_text())["table"]
             else:
-                models = {r: load_run(OUT / r).model.eval() for r in ("b1", "k1", "bidirection", "b2", "k2", "bd2")}
+                names = ("b1", "k1", "bidirection", "b2", "k2", "bd2")
+                models = {r: load_run(OUT / r).model.eval() for r in names}
                 _, x, y = _test(args.images)
                 attacks = {a: ATTACKS.build(a, eps=MAX_E) for a in ("step_fgsm", "iter_ll", "iter_fgsm")}
                 transfer = transfer_matrix(models, x, y, attacks, log=print)

@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from results_file import wrap_prose, write_section
-
 from sklearn.neighbors import KernelDensity
 
 from robustlab.config import load_config
-from robustlab.detection import _outputs, detect
 from robustlab.detect import KDEDetector
+from robustlab.detection import _outputs, detect
 from robustlab.experiment import load_data, load_run, train
 from robustlab.io import atomic_write_text
 
@@ -101,7 +100,8 @@ def detector_cost(run: Path) -> dict:
     embed_test = _median_time(lambda: _outputs(model, test_x))
     score = _median_time(lambda: detector.score(z_test, pred))
     ours = detector.score(z_test, pred)
-    kdes = {c: KernelDensity(bandwidth=detector.bandwidth).fit(points) for c, points in detector.samples.items()}
+    kdes = {c: KernelDensity(bandwidth=detector.bandwidth).fit(points)
+            for c, points in detector.samples.items()}
 
     def sklearn_score():
         out = np.empty(len(z_test))
@@ -152,7 +152,7 @@ def section(results: list[dict], cost: dict | None, args: argparse.Namespace) ->
         "",
         head, rule,
         "| clean accuracy | " + " | ".join(f"{100 * r['clean_accuracy']:.2f}%"
-                                          f"{_paper('clean', r['recipe'], '{:.2f}%')}" for r in results) + " |",
+                                          + _paper("clean", r["recipe"], "{:.2f}%") for r in results) + " |",
         "| Davies-Bouldin | " + " | ".join(f"{r['davies_bouldin']:.2f}" for r in results) + " |",
         "",
         "Table 2, gray-box detection AUC (the attacker does not know the detector) on equal numbers of "
@@ -163,10 +163,12 @@ def section(results: list[dict], cost: dict | None, args: argparse.Namespace) ->
     ]
     attacks = list(results[0].get("gray_box", {}))
     for key in attacks:
-        lines.append(f"| {key} | " + " | ".join(_auc(r, key) + _paper(key, r["recipe"]) for r in results) + " |")
+        cells = [_auc(r, key) + _paper(key, r["recipe"]) for r in results]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", head, rule]
     for key in attacks:
-        lines.append(f"| {key} | " + " | ".join(str(r["gray_box"][key]["successful"]) for r in results) + " |")
+        cells = [str(r["gray_box"][key]["successful"]) for r in results]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Table 3, white-box C&W-wb: the density target tau is raised from the clean images' median "
@@ -181,7 +183,8 @@ def section(results: list[dict], cost: dict | None, args: argparse.Namespace) ->
         "| white-box AUC reached | " + " | ".join(_white(r, "auc") for r in results) + " |",
         "| white-box tau quantile | " + " | ".join(_white(r, "quantile") for r in results) + " |",
         "| white-box successful | " + " | ".join(_white(r, "successful") for r in results) + " |",
-        "| black-box AUC | " + " | ".join(_black(r) + _paper("black_auc", r["recipe"]) for r in results) + " |",
+        "| black-box AUC | "
+        + " | ".join(_black(r) + _paper("black_auc", r["recipe"]) for r in results) + " |",
         "| black-box successful | " + " | ".join(_black(r, "successful") for r in results) + " |",
         "| detect minutes | " + " | ".join(f"{r['minutes']:.1f}" for r in results) + " |",
         "",

@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 import robustlab.experiment as experiment
-from robustlab.analysis import gradient_correlation, label_leaking, pearson, softmax_arguments, transfer_matrix
+from robustlab.analysis import (
+    gradient_correlation,
+    label_leaking,
+    pearson,
+    softmax_arguments,
+    transfer_matrix,
+)
 from robustlab.attacks import ATTACKS, sign_step
 from robustlab.attacks.image_bank import ImageBank, make_bank
 from robustlab.config import load_config
@@ -157,7 +163,11 @@ def test_bank_holds_the_attack_exactly_and_is_reused_not_regenerated(tmp_path, m
     torch.testing.assert_close(bank[rows], torch.cat([bank[torch.tensor([i])] for i in rows.tolist()]))
 
     calls = []
-    monkeypatch.setattr(ATTACKS, "build", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    def no_attack(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("a reused bank must build no attack")
+
+    monkeypatch.setattr(ATTACKS, "build", no_attack)
     again = make_bank(tmp_path / "bank", model, images, labels, max_eps=4, seed=3, log=lambda _: None)
     assert calls == []                                # reused: no attack was built
     torch.testing.assert_close(again[rows], bank[rows])

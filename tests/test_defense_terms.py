@@ -157,4 +157,5 @@ def test_every_term_cites_its_paper_and_declares_its_needs():
     for name in TERMS.names():
         info = TERMS.info[name]
         assert info.get("paper"), name
-        assert set(info.get("needs", ())) <= {"clean", "adv", "mixed", "augmented", "teacher", "partner", "siamese"}, name
+        known = {"clean", "adv", "mixed", "augmented", "teacher", "partner", "siamese"}
+        assert set(info.get("needs", ())) <= known, name

@@ -324,7 +324,7 @@ def _finished_stage(stage: Config) -> Classifier | None:
     return None
 
 
-def standard_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str], None] = say,
+def trained_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str], None] = say,
                    title: str | None = None, recipe: str = "standard") -> Classifier:
     """A model trained with `recipe` (`stage_config`), once as a named stage and reused by every
     run with the same settings; resumable like any run."""
@@ -339,8 +339,8 @@ def standard_stage(cfg: Config, role: str, seed_offset: int, log: Callable[[str]
 
 def standard_source(cfg: Config, device, log: Callable[[str], None] = say) -> Classifier:
     """The default transfer source: a standard-trained model of the same architecture on the
-    same data, another seed (a cached `standard_stage`)."""
-    return standard_stage(cfg, "source", 1, log, title="transfer source").to(device).eval()
+    same data, another seed (a cached `trained_stage`)."""
+    return trained_stage(cfg, "source", 1, log, title="transfer source").to(device).eval()
 
 
 CASCADE_SOURCE = "cascade-source"
@@ -358,7 +358,7 @@ def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
     max_eps = max(1, int(eps * 255 + 1e-6))
     if not cfg.defense.source:
         stage = stage_config(cfg, CASCADE_SOURCE, 2, "bidirection")
-        standard_stage(cfg, CASCADE_SOURCE, 2, log, title="cascade source", recipe="bidirection")
+        trained_stage(cfg, CASCADE_SOURCE, 2, log, title="cascade source", recipe="bidirection")
     loaded = load_run(cfg.defense.source or stage.run_dir, "last", cfg.data.data_dir)
     model, checkpoint = loaded.model, loaded.checkpoint.resolve()
     theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))
@@ -369,7 +369,8 @@ def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
     # One bank per source and split, whatever the student's seed (the paper reuses P2's images).
     # Named by the source's step too: a source trained further makes a new bank, never reuses the old.
     digest, step = split_digest(split.images)[:8], loaded.state.get("global_step", 0)
-    path = checkpoint.parent.parent / "adversarial_images" / f"iter_fgsm_{max_eps}_{len(split)}_{digest}_step{step}"
+    name = f"iter_fgsm_{max_eps}_{len(split)}_{digest}_step{step}"
+    path = checkpoint.parent.parent / "adversarial_images" / name
     if dist.is_main:
         make_bank(path, model.to(device).eval(), split.images, split.labels, attack="iter_fgsm",
                   max_eps=max_eps, source=str(checkpoint), device=device, log=log)
@@ -410,7 +411,7 @@ def build_teacher(cfg: Config, ds: Dataset, objective, device, log: Callable[[st
         loaded = load_run(cfg.defense.teacher, "last", cfg.data.data_dir)
         model, where = loaded.model, str(loaded.checkpoint)
     else:
-        model = standard_stage(cfg, TEACHER, 2, log)
+        model = trained_stage(cfg, TEACHER, 2, log)
         where = str(stage_config(cfg, TEACHER, 2).run_dir / "checkpoints" / "last.pt")
     theirs = (model.num_classes, model.arch.get("in_channels", ds.in_channels))
     if theirs != (ds.num_classes, ds.in_channels):

@@ -155,7 +155,8 @@ def explain(paths: list[str | Path], *, which: str = "last", what: tuple[str, ..
             f"sign(grad) + b r (r Rademacher), a, b in [-{eps:g}, {eps:g}].",
             figure="landscape.png", png=plots.landscape_png(lands)))
 
-    sections += cascade_sections(what, models, x_all, y_all, eps, surface_images, transfer_images, numbers, log)
+    sections += cascade_sections(what, models, x_all, y_all, eps, surface_images, transfer_images,
+                                 numbers, log)
 
     out_dir = Path(out) if out else Path(paths[0]) / "explain" if Path(paths[0]).is_dir() else \
         loaded[0].checkpoint.parent.parent / "explain"
@@ -218,7 +219,8 @@ def cascade_sections(what, models: dict, x_all, y_all, eps: float, surface_image
             "Correlation of input gradients (Cascade Fig. 5)", f"Pearson correlation between the "
             f"gradients of CE(., y) w.r.t. two images, mean over the first {len(x)} test images "
             f"(+-0.5 std shaded); the table gives it at eps {eps:g}.",
-            head=["run", *pairs], rows=[[n, *[_num(c[p]["mean"][-1]) for p in pairs]] for n, c in curves.items()],
+            head=["run", *pairs],
+            rows=[[n, *[_num(c[p]["mean"][-1]) for p in pairs]] for n, c in curves.items()],
             figure="correlation.png", png=plots.correlation_png(curves)))
     if "leaking" in what:
         leaks = {name: label_leaking(model, x_all[:transfer_images], y_all[:transfer_images], grid)

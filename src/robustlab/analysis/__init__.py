@@ -1,5 +1,6 @@
 """Analyses of a trained model: attention studies, embeddings, loss landscapes, attention over an
-attack's iterations, the error surface under one-step perturbations, transfer between models. Each is a function returning numbers (and arrays to plot); `plots` draws
+attack's iterations, the error surface under one-step perturbations, transfer between models.
+Each is a function returning numbers (and arrays to plot); `plots` draws
 them and `robustlab explain` writes them into a report."""
 
 from robustlab.analysis.attention_study import (
@@ -9,6 +10,7 @@ from robustlab.analysis.attention_study import (
     object_iou_study,
     shift_iou_study,
 )
+from robustlab.analysis.embeddings import embedding_study, embeddings, label_transitions, tsne
 from robustlab.analysis.error_surface import (
     eps_grid,
     gradient_correlation,
@@ -16,7 +18,6 @@ from robustlab.analysis.error_surface import (
     pearson,
     softmax_arguments,
 )
-from robustlab.analysis.embeddings import embedding_study, embeddings, label_transitions, tsne
 from robustlab.analysis.landscape import loss_landscape
 from robustlab.analysis.transfer import transfer_matrix
 

@@ -86,7 +86,8 @@ def gradient_correlation(model: nn.Module, x: Tensor, y: Tensor, eps_grid, seed:
     out: dict = {"eps": grid, **{f"{a}/{b}": {"mean": [], "std": []} for a, b in PAIRS}}
     clean_grad = _input_gradients(model, x, y)
     for e in grid:
-        grads = {"clean": clean_grad, **{m: _input_gradients(model, _moved(x, d, e), y) for m, d in dirs.items()}}
+        grads = {"clean": clean_grad,
+                 **{m: _input_gradients(model, _moved(x, d, e), y) for m, d in dirs.items()}}
         for a, b in PAIRS:
             r = pearson(grads[a], grads[b])
             out[f"{a}/{b}"]["mean"].append(r.mean().item())

@@ -71,7 +71,8 @@ class ImageBank:
         return torch.from_numpy(self.images[rows]).float().div_(255)  # fancy indexing copies the rows
 
 
-def make_bank(path: str | Path, model: nn.Module, images: Tensor, labels: Tensor, *, attack: str = "iter_fgsm",
+def make_bank(path: str | Path, model: nn.Module, images: Tensor, labels: Tensor, *,
+              attack: str = "iter_fgsm",
               max_eps: int = 16, seed: int = 0, source: str = "", batch: int = 500,
               device: str | torch.device = "cpu", log: Callable[[str], None] = print) -> ImageBank:
     """Attack every image of `images` (uint8 [N, C, H, W]) with `attack` at an eps drawn uniformly
@@ -92,8 +93,6 @@ def make_bank(path: str | Path, model: nn.Module, images: Tensor, labels: Tensor
     meta: dict[str, Any] = {"format": FORMAT, "attack": attack, "max_eps": int(max_eps), "seed": seed,
                             "source": source, "images": len(images), "shape": list(images.shape[1:]),
                             "split_sha1": split_digest(images)}
-    meta_file = path / "meta.json"
-    n = len(images)
     path.mkdir(parents=True, exist_ok=True)
     with open(path / ".lock", "w") as lock:
         # Two runs sharing a source would otherwise create or fill the same files at once.

@@ -20,17 +20,23 @@ def kurakin_steps(eps: float) -> int:
     return max(1, int(min(e + 4, 1.25 * e)))
 
 
+def one_step_attack(name: str) -> PGD:
+    """The attack `name` built at eps 1, checked to be one sign step without random start
+    (fgsm, step_fgsm, step_ll): the attacks whose size can be chosen after the fact."""
+    attack = ATTACKS.build(name, eps=1.0)
+    if not (isinstance(attack, PGD) and attack.steps == 1 and not attack.random_start):
+        raise UserError(f"attack={name!r}: this needs a one-step attack without random start "
+                        "(step_ll, step_fgsm or fgsm)")
+    return attack
+
+
 def sign_step(name: str, model, x, y):
     """The step direction of the one-step attack `name` (fgsm, step_fgsm, step_ll), computed once
     for every eps: the attack at eps e is clip(x + e * sign_step, 0, 1) (sign(x_1 - x), with x_1
     the attack at eps 1; where x_1 is clipped the direction is 0 or points back into the box, the
     same as the clip does at any e). The Cascade paper's random eps per image and its eps sweeps
     (Fig. 4, 5) use it."""
-    attack = ATTACKS.build(name, eps=1.0)
-    if not (isinstance(attack, PGD) and attack.steps == 1 and not attack.random_start):
-        raise UserError(f"attack={name!r}: a sign step needs a one-step attack without random start "
-                        "(step_ll, step_fgsm or fgsm)")
-    return (attack(model, x, y) - x).sign()
+    return (one_step_attack(name)(model, x, y) - x).sign()
 
 
 def _register(name: str, paper: str, step_rule: Callable[[float, int], float] | None = None,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from robustlab.attacks import ATTACKS, PGD, Attack, sign_step
 from robustlab.attacks.base import frozen_eval
+from robustlab.attacks.presets import one_step_attack
 from robustlab.attacks.targets import most_confusing
 from robustlab.data.class_index import ClassIndex
 from robustlab.defenses.step import Pairs
@@ -119,10 +120,7 @@ class RandomEpsOneStep:
         check_mode(self.mode)
         check_ranges([(0 < self.max_eps <= 1, "max_eps", self.max_eps, "in (0, 1]"),
                       (0 < self.fraction <= 1, "fraction", self.fraction, "in (0, 1]")])
-        unit = ATTACKS.build(self.attack, eps=1.0)
-        if not (isinstance(unit, PGD) and unit.steps == 1 and not unit.random_start):
-            raise UserError(f"attack={self.attack!r}: random-eps training needs a one-step attack "
-                            "without random start (step_ll, step_fgsm or fgsm)")
+        one_step_attack(self.attack)  # an unknown or iterative attack fails here, not mid-training
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         k = max(1, round(self.fraction * len(x)))

@@ -110,7 +110,8 @@ def _similarity(name: str, eps: float, pivot: bool, lam: float, lambda2: float, 
                 adv_fraction: float, attack: str, attack_mode: str, adversary=None) -> Objective:
     one_step = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=adv_fraction, mode=attack_mode)
     return _objective(name, {"unified_ce": {"weight": 1.0, "lam": lam},
-                             "embedding_distance": {"weight": lambda2, "power": power, "pivot": pivot, "on": on}},
+                             "embedding_distance": {"weight": lambda2, "power": power, "pivot": pivot,
+                                                    "on": on}},
                       adversary or one_step)
 
 
@@ -149,7 +150,8 @@ def pivot(eps: float, lam: float = 0.3, lambda2: float = 1e-5, power: int = 2, o
                   adversary="saved_fraction of k from the bank (defense.source), the rest step_ll")
 def cascade(eps: float, similarity: bool = True, pivot: bool = True, saved_fraction: float = 0.5,
             lam: float = 0.3, lambda2: float = 1e-5, power: int = 2, on: str = "logits",
-            adv_fraction: float | None = None, attack: str = "step_ll", attack_mode: str = "eval") -> Objective:
+            adv_fraction: float | None = None, attack: str = "step_ll",
+            attack_mode: str = "eval") -> Objective:
     """Table 5: 32 saved images of k = 64. With similarity, the pivot recipe's loss (lambda2 1e-5,
     see pivot; pivot=False: the bidirectional one) over the k
     images added beside the batch (adv_fraction default 1.0, k / (m - k)); without, Kurakin's loss
