@@ -32,21 +32,22 @@ from robustlab.detect import KDEDetector
 from robustlab.detection import _outputs, detect
 from robustlab.experiment import load_data, load_run, train
 from robustlab.io import atomic_write_text
+from robustlab.reproduce.papers import TABLES
 
 OUT = Path("runs/bench_defenses")
 RECIPES = ["standard", "rce", "siamese_rvl", "pdm"]
-PAPER_MNIST = {  # PDM Tables 1-4, MNIST (Baseline = CE); Siamese+RVL appears only in Table 1
-    "clean": {"standard": 99.33, "rce": 99.32, "siamese_rvl": 99.37, "pdm": 99.52},
-    "FGSM-0.05": {"standard": 0.981, "rce": 0.983, "pdm": 0.988},
-    "FGSM-0.1": {"standard": 0.988, "rce": 0.99, "pdm": 0.995},
-    "BIM-0.05": {"standard": 0.983, "rce": 0.967, "pdm": 0.987},
-    "BIM-0.1": {"standard": 0.945, "rce": 0.92, "pdm": 0.99},
-    "C&W": {"standard": 0.994, "rce": 1.0, "pdm": 1.0},
-    "C&W-hc": {"standard": 0.88, "rce": 0.98, "pdm": 1.0},
-    "JSMA": {"standard": 0.995, "rce": 1.0, "pdm": 1.0},
-    "white_d": {"standard": 0.087, "rce": 0.104, "pdm": 0.162},
-    "black_auc": {"standard": 0.88, "rce": 0.94, "pdm": 0.99},
-}
+def _paper_mnist() -> dict:
+    """PDM Tables 1-4 on MNIST (Baseline = CE) as {column: {recipe: number}}, from the transcription
+    in robustlab.reproduce.papers; Siamese+RVL appears only in Table 1."""
+    numbers: dict = {}
+    for table in (t for t in TABLES if t.key in {f"pdm_t{i}_mnist" for i in (1, 2, 3, 4)}):
+        for recipe, cells in table.rows.items():
+            for column, value in cells.items():
+                numbers.setdefault(column, {})[recipe] = value
+    return numbers
+
+
+PAPER_MNIST = _paper_mnist()
 
 
 def trained(recipe: str, epochs: int) -> Path:

@@ -83,6 +83,23 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from robustlab.reproduce import reproduce
+    from robustlab.train import Interrupted
+
+    try:
+        status = reproduce(args.budget, only=args.only, dataset=args.dataset, out=args.out,
+                           results=None if args.no_pages else args.results, configs=args.configs)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        print(f"robustlab: reproduce interrupted ({stop or 'Ctrl-C'}); finished work is kept: run the "
+              "same command again to continue", file=sys.stderr)
+        return 130
+    done = sum(1 for r in status["recipes"].values() if "eval" in r)
+    print(f"{done} of {len(status['recipes'])} recipes evaluated; this call took "
+          f"{status['last_call_seconds'] / 60:.1f} min")
+    return 0
+
+
 def _detect(args: argparse.Namespace) -> int:
     from robustlab.detection import detect
 
@@ -303,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=_attack)
+    p = sub.add_parser("reproduce", help="train every recipe, evaluate each with the papers suite, run "
+                       "PDM detection, and write docs/results.md + docs/results.html (resumable)")
+    p.add_argument("--budget", required=True, help="small (2 h on 2 CPU cores) or full (the configs' "
+                   "schedules, the suites' sizes)")
+    p.add_argument("--only", help="comma-separated recipes (default: all 22)")
+    p.add_argument("--dataset", default="fashion-mnist", help="data set (default fashion-mnist; its "
+                   "default eps)")
+    p.add_argument("--out", help="runs directory (default runs/reproduce/BUDGET_DATASET)")
+    p.add_argument("--results", default="docs/results.md", help="results page (and .html beside it)")
+    p.add_argument("--no-pages", action="store_true", help="train and evaluate only")
+    p.add_argument("--configs", default="configs", help="where <recipe>_fmnist.yaml are")
+    p.set_defaults(func=_reproduce)
+
     p = sub.add_parser("attacks", help="list the attacks with their papers and defaults")
     p.set_defaults(func=_attacks)
 

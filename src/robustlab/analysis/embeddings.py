@@ -53,7 +53,8 @@ def embedding_study(model: nn.Module, x: Tensor, y: Tensor, attack: Callable, nu
         y, torch.tensor(list(overlay_classes)))
     points = tsne(torch.cat([clean, adv[chosen]]).numpy(), seed=seed)
     labels = y.numpy()
-    several = len(np.unique(labels)) > 1
+    # Davies-Bouldin needs 2 <= classes < images (a class of one image has no spread)
+    several = 1 < len(np.unique(labels)) < len(labels)
     return {
         "tsne_clean": points[: len(y)], "tsne_adv": points[len(y):],
         "labels": labels, "adv_labels": y[chosen].numpy(),

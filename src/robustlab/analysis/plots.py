@@ -141,7 +141,8 @@ def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> 
     ax.set_xlabel("false-positive rate (clean flagged)", fontsize=8)
     ax.set_ylabel("detection rate (adversarial flagged)", fontsize=8)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    if curves:  # no attack had two successful examples: the chance line alone
+        ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
 
 

@@ -1,0 +1,84 @@
+"""The five papers' claimed gains as comparisons a reproduction can check.
+
+Each comparison says which (recipe, column) the paper finds higher. A reproduction measures both
+cells and calls the claim *holds*, *reversed*, or *not resolved* when the gap is within two
+standard errors of the two estimates (binomial, from the number of images each was measured on).
+Columns are the report's labels (`papers` suite), "clean", or a detection number ("gray AUC": the
+mean gray-box AUC, "white d", "black AUC").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    source: str               # where the paper says it
+    text: str
+    higher: str               # recipe the paper finds higher
+    lower: str
+    columns: tuple[str, ...]  # each is compared on its own
+    lower_column: str | None = None  # compare higher@column with lower@lower_column instead
+    at_least: bool = False    # the paper claims "no worse": a gap within the noise holds
+
+
+ROBUST = ("PGD-20", "AutoAttack")
+CLAIMS = (
+    Claim("AGKD-BML", "Table 1", "AGKD-BML is more robust than PGD adversarial training", "agkd_bml", "madry",
+          ROBUST),
+    Claim("AGKD-BML", "Table 1", "AGKD-BML is more robust than TRADES", "agkd_bml", "trades", ROBUST),
+    Claim("AGKD-BML", "Table 2", "attention distillation adds robustness to metric learning (AGKD-BML > BML)",
+          "agkd_bml", "bml", ROBUST),
+    Claim("AGKD-BML", "Table 2", "metric learning adds robustness to distillation (AGKD-BML > AGKD)",
+          "agkd_bml", "agkd", ROBUST),
+    Claim("AGKD-BML", "Table 2", "bidirectional metric learning beats single metric learning (BML > SML)",
+          "bml", "sml", ROBUST),
+    Claim("ATAT", "Table 1", "attention transfer is more robust than adversarial logit pairing", "atat",
+          "alp", ROBUST),
+    Claim("ATAT", "Table 1", "attention transfer is more robust than PGD adversarial training", "atat",
+          "madry", ROBUST),
+    Claim("AAD", "Table 6", "attention rectification + preservation improve PGD training", "aad_madry",
+          "madry", ROBUST),
+    Claim("AAD", "Table 6", "attention rectification + preservation improve ALP", "aad_alp", "alp", ROBUST),
+    Claim("AAD", "Sec. 4.3", "A3 (PGD + attention deviation) is a stronger attack than PGD on an AAD model",
+          "aad_madry", "aad_madry", ("PGD-20",), lower_column="A3-PGD-20"),
+    Claim("PDM", "Table 1", "PDM training costs no clean accuracy", "pdm", "standard", ("clean",),
+          at_least=True),
+    Claim("PDM", "Table 2", "PDM makes gray-box attacks easier to detect than CE training", "pdm", "standard",
+          ("gray AUC",)),
+    Claim("PDM", "Table 2", "RCE makes gray-box attacks easier to detect than CE training", "rce", "standard",
+          ("gray AUC",)),
+    Claim("PDM", "Table 3", "PDM forces a white-box attacker to distort more than against CE", "pdm",
+          "standard", ("white d",)),
+    Claim("Cascade", "Table 3", "similarity learning beats Kurakin's one-step training on iterative attacks",
+          "bidirection", "kurakin", ("iter_FGSM eps x1", "AutoAttack")),
+    Claim("Cascade", "Table 3", "similarity learning keeps one-step robustness (bidirection >= Kurakin)",
+          "bidirection", "kurakin", ("step_ll eps x1",), at_least=True),
+    Claim("Cascade", "Table 5", "cascade training raises robustness to iterative attacks", "cascade",
+          "bidirection", ("iter_FGSM eps x1", "AutoAttack")),
+)
+
+
+def standard_error(value: float, images: int | None) -> float | None:
+    """Binomial standard error of an accuracy in percent measured on `images` images."""
+    if images is None or images <= 0:
+        return None
+    p = min(max(value / 100, 0.0), 1.0)
+    return 100 * math.sqrt(p * (1 - p) / images)
+
+
+def verdict(high: float, low: float, se_high: float | None, se_low: float | None,
+            at_least: bool = False) -> str:
+    """holds / reversed, or not resolved when |gap| <= 2 combined standard errors (which holds
+    for an "at least as good" claim). Without standard errors (AUC, distortion) the sign decides."""
+    noise = 2 * math.hypot(se_high or 0.0, se_low or 0.0)
+    if high - low > noise:
+        return "holds"
+    if low - high > noise:
+        return "reversed"
+    if at_least:
+        return f"holds (gap within +-{noise:.1f})"
+    return f"not resolved (gap within +-{noise:.1f})"

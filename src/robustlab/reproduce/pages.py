@@ -1,0 +1,285 @@
+"""The results pages of a reproduction: docs/results.md and .html (and .json with every number),
+from reproduce.json and each run's report.json / detect.json.
+
+Every table of the five papers that has a row for a recipe run here is shown in the paper's layout,
+each cell "ours (paper)"; a dagger marks a table whose setting (data set, model, eps) is not ours,
+so its numbers are for comparing orderings, not values. The claims section checks each paper's
+claimed gain (`claims.CLAIMS`) under PGD and AutoAttack with the binomial noise of the images used.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from robustlab.report.explain import Section, write_explain_report
+from robustlab.reproduce.claims import CLAIMS, Claim, standard_error, verdict
+from robustlab.reproduce.papers import PaperTable, tables_for
+from robustlab.reproduce.run import DETECTED, RECIPES
+
+DAGGER = "†"
+OVERVIEW = ("FGSM", "PGD-20", "PGD-100", "CW-100", "A3-PGD-20", "AutoAttack")
+
+
+class Results:
+    """The numbers of one reproduction, looked up by recipe and column label."""
+
+    def __init__(self, status: dict):
+        self.status = status
+        self.reports: dict[str, dict] = {}
+        self.detects: dict[str, dict] = {}
+        for recipe, phases in status.get("recipes", {}).items():
+            if "eval" in phases and Path(phases["eval"]["report"]).is_file():
+                self.reports[recipe] = json.loads(Path(phases["eval"]["report"]).read_text())
+            if "detect" in phases and Path(phases["detect"]["report"]).is_file():
+                self.detects[recipe] = json.loads(Path(phases["detect"]["report"]).read_text())
+        self.recipes = [r for r in RECIPES if r in self.reports]
+
+    def value(self, recipe: str, column: str) -> float | None:
+        """Accuracy in percent, or a detection number (AUC, distortion d, Davies-Bouldin)."""
+        if column == "clean":
+            phases = self.status["recipes"].get(recipe, {})
+            return 100 * phases["eval"]["clean_accuracy"] if "eval" in phases else None
+        report = self.reports.get(recipe)
+        if report is not None:
+            for attack in report["attacks"]:
+                if attack["label"] == column:
+                    return 100 * attack["accuracy"]
+            if column == "worst case":
+                return 100 * report["worst_case"]["accuracy"]
+        detect = self.detects.get(recipe)
+        if detect is None:
+            return None
+        if column in detect.get("gray_box", {}):
+            return detect["gray_box"][column]["auc"]
+        if column == "gray AUC":
+            aucs = [v["auc"] for v in detect.get("gray_box", {}).values() if v["auc"] is not None]
+            return sum(aucs) / len(aucs) if aucs else None
+        if column == "white_d":
+            return detect.get("white_box", {}).get("final", {}).get("mean_distortion")
+        if column == "black_auc":
+            return detect.get("black_box", {}).get("auc")
+        return {"white d": detect.get("white_box", {}).get("final", {}).get("mean_distortion"),
+                "davies_bouldin": detect.get("davies_bouldin")}.get(column)
+
+    def images(self, recipe: str, column: str) -> int | None:
+        """How many images an accuracy column was measured on (None: not an accuracy)."""
+        if column == "clean":
+            return self.status["recipes"].get(recipe, {}).get("eval", {}).get("clean_images")
+        if column in ("gray AUC", "white d", "white_d", "black_auc", "davies_bouldin"):
+            return None
+        return self.status.get("suite_images")
+
+    def setting(self) -> tuple[str, str, str]:
+        """(data set, model, eps) of this reproduction."""
+        report = next(iter(self.reports.values()), {})
+        return report.get("dataset", "?"), report.get("model", "?"), f"{report.get('eps', 0):.4g}"
+
+
+NOT_ACCURACY = ("AUC", "auc", "d", "distortion", "davies_bouldin", "white d", "white_d", "gray AUC")
+
+
+def _fmt(value: float | None, accuracy: bool = True) -> str:
+    """Accuracies in percent with one decimal; AUCs, distortions and indices with three."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if accuracy else f"{value:.3f}"
+
+
+def _is_accuracy(column: str, metric: str = "accuracy") -> bool:
+    return "accuracy" in metric and column not in NOT_ACCURACY
+
+
+def paper_section(table: PaperTable, results: Results) -> Section:
+    """One paper table in its own layout, each cell `ours (paper)`."""
+    dataset, model, eps = results.setting()
+    same = table.dataset == dataset and table.model.lower().replace("-", "") == model.replace("_", "")
+    mark = "" if same else DAGGER
+    rows = []
+    for recipe, paper_row in table.rows.items():
+        cells = []
+        for c in table.columns:
+            accuracy = _is_accuracy(c, table.metric)
+            ours, theirs = _fmt(results.value(recipe, c), accuracy), _fmt(paper_row.get(c), accuracy)
+            cells.append(f"{ours} ({theirs}{mark})")
+        rows.append([recipe + ("" if recipe in results.recipes else " (not run)"), *cells])
+    where = (f"Same setting as the paper ({table.dataset}, {table.model}, eps {table.eps})." if same else
+             f"{DAGGER} The paper's numbers are for {table.dataset}, {table.model}, eps {table.eps}; ours "
+             f"for {dataset}, {model}, eps {eps}: compare the order of the rows, not the values.")
+    return Section(f"{table.paper.split(' (')[0]} {table.table}: {table.caption}",
+                   f"{table.metric}, ours (paper). {where} {table.notes}",
+                   head=["recipe", *table.columns], rows=rows)
+
+
+def overview_section(results: Results) -> Section:
+    status = results.status["recipes"]
+    rows = []
+    for recipe in RECIPES:
+        phases = status.get(recipe, {})
+        train = phases.get("train", {})
+        if train.get("status") == "diverged":
+            rows.append([recipe, "diverged", *["-"] * (len(OVERVIEW) + 3),
+                         f"{train['seconds'] / 60:.1f}", "-"])
+            continue
+        if recipe not in results.reports:
+            continue
+        report = results.reports[recipe]
+        checks = report.get("masking", {}).get("checks", [])
+        flagged = [c["name"] for c in checks if c["status"] not in ("pass", "skip")]
+        gap = _gap(results, recipe)
+        rows.append([recipe, _fmt(results.value(recipe, "clean")),
+                     *[_fmt(results.value(recipe, c)) for c in OVERVIEW],
+                     _fmt(results.value(recipe, "worst case")),
+                     "-" if gap is None else f"{gap:+.1f}",
+                     ", ".join(flagged) or f"{len(checks)} pass",
+                     f"{train.get('seconds', 0) / 60:.1f}", f"{phases['eval']['seconds'] / 60:.1f}"])
+    n = results.status.get("suite_images")
+    return Section(
+        "Every recipe",
+        f"Accuracy in percent: clean on the whole test split, the attacks on the first {n} test images "
+        f"(binomial standard error up to +-{standard_error(50, n):.1f} points), white-box, L-inf eps "
+        f"{results.setting()[2]}. Worst case: an image counts as robust only if every attack of the "
+        "suite fails on it. AA gap: AutoAttack minus PGD-20 (a large negative gap: PGD overestimates "
+        "the robustness). Masking: the gradient-masking checks that did not pass. Minutes: wall "
+        "time of training (with any teacher, source or image bank it built first) and of the suite.",
+        head=["recipe", "clean", *OVERVIEW, "worst case", "AA gap", "masking", "train min", "eval min"],
+        rows=rows)
+
+
+def _gap(results: Results, recipe: str) -> float | None:
+    aa, pgd = results.value(recipe, "AutoAttack"), results.value(recipe, "PGD-20")
+    return None if aa is None or pgd is None else aa - pgd
+
+
+def claim_rows(results: Results, claim: Claim) -> list[list[str]]:
+    rows = []
+    for column in claim.columns:
+        low_column = claim.lower_column or column
+        high, low = results.value(claim.higher, column), results.value(claim.lower, low_column)
+        left = f"{claim.higher} {column}" if claim.lower_column else claim.higher
+        right = f"{claim.lower} {low_column}" if claim.lower_column else claim.lower
+        if high is None or low is None:
+            rows.append([f"{claim.paper} {claim.source}", claim.text, column, f"{left} -",
+                         f"{right} -", "not measured"])
+            continue
+        se_high = standard_error(high, results.images(claim.higher, column))
+        se_low = standard_error(low, results.images(claim.lower, low_column))
+        rows.append([f"{claim.paper} {claim.source}", claim.text, column,
+                     f"{left} {_fmt(high, _is_accuracy(column))}",
+                     f"{right} {_fmt(low, _is_accuracy(low_column))}",
+                     verdict(high, low, se_high, se_low, claim.at_least)])
+    return rows
+
+
+def claims_section(results: Results) -> tuple[Section, list[str]]:
+    rows = [row for claim in CLAIMS for row in claim_rows(results, claim)]
+    verdicts: dict[str, dict[str, str]] = {}
+    for row in rows:
+        verdicts.setdefault(row[1], {})[row[2]] = row[5]
+    split = [text for text, by in verdicts.items()
+             if by.get("PGD-20", "").split()[0:1] != by.get("AutoAttack", "").split()[0:1]
+             and "PGD-20" in by and "AutoAttack" in by]
+    held = sum(r[5].startswith("holds") for r in rows)
+    reversed_ = sum(r[5] == "reversed" for r in rows)
+    text = (f"Each paper's claimed gain, measured here: {held} of {len(rows)} comparisons hold, "
+            f"{reversed_} are reversed, the rest are within the noise of the images used or not "
+            "measured. Accuracy gaps count only beyond two binomial standard errors; AUC and distortion "
+            "have no error bar here, and rest on the successful examples counted in the detection "
+            "table.")
+    if split:
+        text += " PGD-20 and AutoAttack disagree on: " + "; ".join(split) + "."
+    return Section("Do the papers' claims hold here?", text,
+                   head=["source", "claim", "measured by", "should be higher", "should be lower", "here"],
+                   rows=rows), split
+
+
+def detection_section(results: Results) -> Section | None:
+    recipes = [r for r in DETECTED if r in results.detects]
+    if not recipes:
+        return None
+    rows = []
+    for recipe in recipes:
+        d = results.detects[recipe]
+        gray = d.get("gray_box", {})
+        white = d.get("white_box", {}).get("final", {})
+        black = d.get("black_box", {})
+        rows.append([recipe, f"{100 * d['clean_accuracy']:.2f}",
+                     *[f"{_fmt(v['auc'], False)} ({v['successful']})" for v in gray.values()],
+                     f"{_fmt(white.get('mean_distortion'), False)} ({white.get('successful', 0)})",
+                     f"{_fmt(black.get('auc'), False)} ({black.get('successful', 0)})",
+                     _fmt(d.get("davies_bouldin"), False)])
+    first = results.detects[recipes[0]]
+    settings = results.status.get("detect", {})
+    return Section(
+        "KDE detection of the PDM family (PDM Tables 1-4, Fig. 2)",
+        f"`robustlab detect` with {settings} on the first {first['images']} test images, eps "
+        f"{first['eps']:.4g}. Gray-box AUC per attack, with the number of successful adversarial "
+        "examples it rests on in brackets (an AUC on a handful of examples says little); white-box d "
+        "(higher: the attacker must distort more); black-box AUC through a distilled proxy; Davies-"
+        "Bouldin index of the clean embeddings (lower: tighter classes).",
+        head=["recipe", "clean %", *first.get("gray_box", {}).keys(), "white-box d", "black-box AUC",
+              "Davies-Bouldin"], rows=rows)
+
+
+def masking_section(results: Results) -> Section:
+    rows = []
+    for recipe in results.recipes:
+        for check in results.reports[recipe].get("masking", {}).get("checks", []):
+            if check["status"] not in ("pass", "skip"):
+                rows.append([recipe, check["name"], check["status"], check["message"]])
+    text = ("Every check passed for every recipe: no sign of gradient masking." if not rows else
+            "The gradient-masking checks that did not pass (each report.html explains the checks); a "
+            "model listed here may be less robust than its PGD numbers say.")
+    return Section("Gradient-masking checks", text, head=["recipe", "check", "status", "message"], rows=rows)
+
+
+def time_section(results: Results) -> Section:
+    phases = ("train", "eval", "detect")
+    totals = {p: 0.0 for p in phases}
+    for recipe_phases in results.status["recipes"].values():
+        for p in phases:
+            totals[p] += recipe_phases.get(p, {}).get("seconds", 0.0)
+    total = sum(totals.values())
+    return Section(
+        "Time", f"Budget {results.status['budget']}: {results.status.get('about', '')}. Recorded compute "
+        f"time of every phase, summed over the recipes (minutes): training {totals['train'] / 60:.1f} "
+        f"(teachers, sources and image banks included), papers suite {totals['eval'] / 60:.1f}, detection "
+        f"{totals['detect'] / 60:.1f}; total {total / 60:.1f}. The last call of reproduce took "
+        f"{results.status.get('last_call_seconds', 0) / 60:.1f} min (a call that finds everything done "
+        "only rewrites these pages).")
+
+
+def write_pages(status: dict, out_dir: Path, results_md: Path) -> list[Path]:
+    """docs/results.md, .html and .json for the reproduction in `out_dir`."""
+    results = Results(status)
+    dataset, model, eps = results.setting()
+    claims, _ = claims_section(results)
+    sections = [
+        Section("How this page was made",
+                f"`robustlab reproduce --budget {status['budget']}` on {dataset} with {model}, L-inf eps "
+                f"{eps}, every recipe from configs/<recipe>_fmnist.yaml with the same model, data and "
+                f"epochs, runs in {out_dir}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+                "The text and tables are generated from the numbers; do not edit by hand, run reproduce "
+                "again."),
+        overview_section(results), claims, masking_section(results)]
+    detection = detection_section(results)
+    if detection is not None:
+        sections.append(detection)
+    tables = tables_for(results.recipes)
+    measured = [t for t in tables if any(results.value(r, c) is not None for r in t.rows for c in t.columns)]
+    sections += [paper_section(t, results) for t in measured]
+    if len(measured) < len(tables):
+        sections.append(Section(
+            "Paper tables with nothing measured here",
+            "These tables have rows for the recipes run, but columns this command does not measure "
+            "(black-box transfer between networks, attacks outside the papers suite): "
+            + "; ".join(f"{t.paper.split(' (')[0]} {t.table} ({t.caption})"
+                        for t in tables if t not in measured)
+            + ". `robustlab explain --what transfer` and `robustlab attack` measure them."))
+    sections.append(time_section(results))
+    values = {r: {a["label"]: a["accuracy"] for a in results.reports[r]["attacks"]} for r in results.recipes}
+    numbers = {"status": status, "values": values}
+    title = f"robustlab results: every recipe on {dataset} ({status['budget']} budget)"
+    files = write_explain_report(title, sections, numbers, results_md.parent, stem=results_md.stem)
+    return [files["md"], files["html"], files["json"]]

@@ -1,0 +1,237 @@
+"""`robustlab reproduce`: every recipe trained with one model, data set and budget, each evaluated
+with the `papers` suite (AutoAttack and the gradient-masking checks included), PDM's detection
+on its family, and the results pages.
+
+Every piece is cached in the output directory: a finished run is not retrained, an interrupted
+one resumes from its last checkpoint, a suite resumes from its finished attacks, and
+`reproduce.json` records what is done, at which checkpoint step and how long it took, so a
+second call only rewrites the pages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robustlab.config import Config, load_config
+from robustlab.errors import UserError
+from robustlab.io import atomic_write_text
+
+RECIPES = ("standard", "madry", "trades", "mart", "alp", "sml", "kurakin", "fast_at", "free_at",
+           "agkd_bml", "agkd_bml_7", "agkd", "bml", "atat", "aad_madry", "aad_alp", "rce",
+           "siamese_rvl", "pdm", "bidirection", "pivot", "cascade")
+# PDM Tables 1-4: the CE baseline, RCE, Siamese + RVL and PDM itself.
+DETECTED = ("standard", "rce", "siamese_rvl", "pdm")
+STATUS = "reproduce.json"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of the papers' protocol a reproduction runs. None keeps the config's value."""
+
+    name: str
+    train_images: int | None   # a seeded subset of the training split
+    epochs: int | None
+    monitor_images: int | None  # the robust monitor's held-out images (0: off)
+    suite_images: int           # the first N test images for the papers suite
+    detect: dict = field(default_factory=dict)  # options of `detection.detect`
+    about: str = ""
+
+    def overrides(self) -> list[str]:
+        pairs = {"data.train_limit": self.train_images, "train.epochs": self.epochs,
+                 "train.monitor_images": self.monitor_images}
+        return [f"{k}={v}" for k, v in pairs.items() if v is not None]
+
+
+BUDGETS = {
+    # Fits 2 hours on 2 CPU cores (measured in docs/results.md): 10,000 training images x 2 epochs,
+    # the suite on 50 test images, detection with a tenth of PDM's iterations.
+    "small": Budget("small", train_images=10_000, epochs=2, monitor_images=0, suite_images=50,
+                    detect={"images": 50, "per_class": 500, "cw_hc_steps": 50, "wb_steps": 50,
+                            "proxy_epochs": 1},
+                    about="10,000 training images x 2 epochs; papers suite on the first 50 test images; "
+                          "detection on 50 images, 500 embeddings per class, C&W-hc / C&W-wb 50 "
+                          "iterations, a 1-epoch proxy"),
+    # The configs as written (15 epochs of the 60,000 images) and the suites' and PDM's own sizes.
+    "full": Budget("full", train_images=None, epochs=None, monitor_images=None, suite_images=1000,
+                   detect={"images": 200, "per_class": 1000, "cw_hc_steps": 1000, "wb_steps": 1000,
+                           "proxy_epochs": 2},
+                   about="the configs' schedules on every training image; papers suite on the first "
+                         "1,000 test images; detection with PDM's settings (200 images, 1,000 "
+                         "iterations)"),
+}
+
+
+def recipe_config(recipe: str, budget: Budget, dataset: str, out_dir: Path,
+                  configs: Path = Path("configs")) -> Config:
+    """configs/<recipe>_fmnist.yaml under the budget, on `dataset` at its default eps."""
+    from robustlab.experiment import DEFAULT_EPS
+
+    path = configs / f"{recipe}_fmnist.yaml"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run reproduce from the robustlab checkout (it reads "
+                        "configs/<recipe>_fmnist.yaml) or give --configs DIR")
+    overrides = [f"name={recipe}", f"out_dir={out_dir}", *budget.overrides()]
+    if dataset != "fashion-mnist":
+        overrides.append(f"data.name={dataset}")
+    cfg = load_config(path, overrides)
+    if dataset != "fashion-mnist" and cfg.defense.eps is not None:
+        cfg.defense.eps = DEFAULT_EPS.get(dataset, cfg.defense.eps)
+    return cfg
+
+
+def select_recipes(only: str | None) -> list[str]:
+    if not only:
+        return list(RECIPES)
+    chosen = [r.strip() for r in only.split(",") if r.strip()]
+    unknown = [r for r in chosen if r not in RECIPES]
+    if unknown or not chosen:
+        raise UserError(f"--only: unknown recipe(s) {', '.join(unknown) or '(none given)'}; choose from "
+                        f"{', '.join(RECIPES)}")
+    return [r for r in RECIPES if r in chosen]
+
+
+class Status:
+    """reproduce.json: per recipe and phase, what was done, at which step, and its seconds."""
+
+    def __init__(self, path: Path, header: dict):
+        import json
+
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+        self.data.update(header)
+        self.data.setdefault("recipes", {})
+
+    def get(self, recipe: str, phase: str) -> dict | None:
+        return self.data["recipes"].get(recipe, {}).get(phase)
+
+    def put(self, recipe: str, phase: str, record: dict) -> None:
+        self.data["recipes"].setdefault(recipe, {})[phase] = record
+        self.save()
+
+    def save(self) -> None:
+        import json
+
+        atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
+
+
+def _last_step(cfg: Config) -> tuple[int, int] | None:
+    """(epoch, global step) of the run's last checkpoint, or None."""
+    from robustlab.train import load_checkpoint
+
+    checkpoint = cfg.run_dir / "checkpoints" / "last.pt"
+    if not checkpoint.is_file():
+        return None
+    state = load_checkpoint(checkpoint)
+    return state["epoch"], state.get("global_step", 0)
+
+
+def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> bool:
+    """Train (or resume) one recipe; False when it cannot be trained (a recorded divergence)."""
+    from robustlab.experiment import train
+    from robustlab.train import Interrupted
+
+    recipe = cfg.name
+    done = status.get(recipe, "train")
+    if done and done.get("status") == "diverged":
+        log(f"{recipe}: diverged before ({done['message']}); delete {cfg.run_dir} to try again")
+        return False
+    last = _last_step(cfg)
+    if last and last[0] >= cfg.train.epochs and done and done.get("status") == "done":
+        return True
+    log(f"== {recipe}: training ({cfg.train.epochs} epochs)")
+    start = time.perf_counter()
+    seconds = (done or {}).get("seconds", 0.0)  # an interrupted run adds to its earlier time
+    try:
+        train(cfg, resume=True, log=log)
+    except Interrupted:  # its state is saved; keep the time spent so far, then stop
+        status.put(recipe, "train", {"status": "interrupted",
+                                     "seconds": seconds + time.perf_counter() - start})
+        raise
+    except UserError as error:
+        if "non-finite loss" not in str(error):
+            raise
+        status.put(recipe, "train", {"status": "diverged", "message": str(error),
+                                     "seconds": seconds + time.perf_counter() - start})
+        log(f"{recipe}: training diverged: {error}")
+        return False
+    epoch, step = _last_step(cfg)
+    status.put(recipe, "train", {"status": "done", "epochs": epoch, "step": step,
+                                 "seconds": seconds + time.perf_counter() - start})
+    return True
+
+
+def eval_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> None:
+    """Clean accuracy on the whole test split, then the papers suite on the budget's images."""
+    from robustlab.experiment import evaluate_clean, evaluate_suite
+
+    recipe, step = cfg.name, _last_step(cfg)[1]
+    done = status.get(recipe, "eval")
+    if done and done.get("step") == step and done.get("images") == budget.suite_images:
+        return
+    log(f"== {recipe}: papers suite on {budget.suite_images} test images")
+    start = time.perf_counter()
+    clean = evaluate_clean(cfg.run_dir)
+    report = evaluate_suite(cfg.run_dir, "papers", limit=budget.suite_images, log=log)
+    status.put(recipe, "eval", {"step": step, "images": budget.suite_images,
+                                "clean_accuracy": clean["clean_accuracy"],
+                                "clean_images": clean["test_images"],
+                                "report": report["files"]["json"],
+                                "seconds": time.perf_counter() - start})
+
+
+def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> None:
+    """PDM Tables 1-4 for one run of its family (`detection.detect`)."""
+    from robustlab.detection import detect
+
+    recipe, step = cfg.name, _last_step(cfg)[1]
+    done = status.get(recipe, "detect")
+    if done and done.get("step") == step and done.get("settings") == budget.detect:
+        return
+    log(f"== {recipe}: KDE detection ({budget.detect})")
+    start = time.perf_counter()
+    result = detect(cfg.run_dir, log=log, **budget.detect)
+    status.put(recipe, "detect", {"step": step, "settings": budget.detect, "report": result["files"]["json"],
+                                  "seconds": time.perf_counter() - start})
+
+
+def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "fashion-mnist",
+              out: str | None = None, results: str | None = "docs/results.md", configs: str = "configs",
+              log: Callable[[str], None] = print) -> dict:
+    """Train, evaluate and detect as the budget says, then write the results pages.
+
+    Returns reproduce.json's content. Work already recorded there (or found finished on disk) is
+    skipped, so the call can be repeated after an interruption, or to rewrite the pages."""
+    if isinstance(budget, str):
+        if budget not in BUDGETS:
+            raise UserError(f"--budget={budget!r} is not a budget: choose {' or '.join(BUDGETS)}")
+        budget = BUDGETS[budget]
+    from robustlab.data.datasets import DATASETS
+
+    if dataset not in DATASETS.names():
+        raise UserError(f"--dataset={dataset!r} is not a data set: choose from {', '.join(DATASETS.names())}")
+    out_dir = Path(out) if out else Path("runs") / "reproduce" / f"{budget.name}_{dataset}"
+    recipes = select_recipes(only)
+    cfgs = {r: recipe_config(r, budget, dataset, out_dir, Path(configs)) for r in recipes}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    status = Status(out_dir / STATUS, {"budget": budget.name, "about": budget.about, "dataset": dataset,
+                                       "suite": "papers", "suite_images": budget.suite_images,
+                                       "detect": budget.detect})
+    start = time.perf_counter()
+    trained = [r for r in recipes if train_phase(cfgs[r], status, log)]
+    for recipe in trained:
+        eval_phase(cfgs[recipe], budget, status, log)
+    for recipe in trained:
+        if recipe in DETECTED:
+            detect_phase(cfgs[recipe], budget, status, log)
+    status.data["last_call_seconds"] = time.perf_counter() - start
+    status.save()
+    if results:
+        from robustlab.reproduce.pages import write_pages
+
+        for path in write_pages(status.data, out_dir, Path(results)):
+            log(f"wrote {path}")
+    return status.data
+

@@ -1,0 +1,169 @@
+"""`robustlab reproduce`: budgets, skipping and resuming, divergence, the claims check and the pages."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from robustlab import experiment
+from robustlab.cli import main
+from robustlab.config import load_config
+from robustlab.errors import UserError
+from robustlab.reproduce import BUDGETS, RECIPES, Budget, recipe_config, reproduce
+from robustlab.reproduce.claims import Claim, standard_error, verdict
+from robustlab.reproduce.pages import Results, claim_rows, paper_section
+from robustlab.reproduce.papers import PaperTable
+
+TINY = Budget("tiny", train_images=128, epochs=1, monitor_images=0, suite_images=6,
+              detect={"images": 6, "per_class": 10, "cw_hc_steps": 2, "wb_steps": 2, "proxy_epochs": 1})
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_every_recipe_has_a_config_under_each_budget(tmp_path, budget):
+    for recipe in RECIPES:
+        cfg = recipe_config(recipe, BUDGETS[budget], "fashion-mnist", tmp_path)
+        assert cfg.defense.recipe == recipe and cfg.run_dir == tmp_path / recipe
+        assert cfg.model.name == "small_cnn"
+        if budget == "small":
+            assert (cfg.data.train_limit, cfg.train.epochs, cfg.train.monitor_images) == (10_000, 2, 0)
+        else:  # the configs' own schedule (15 epochs; free_at's 8 replays of 2 epochs cost as much)
+            own = load_config(f"configs/{recipe}_fmnist.yaml")
+            assert cfg.data.train_limit is None and cfg.train.epochs == own.train.epochs
+            assert cfg.train.epochs == (2 if recipe == "free_at" else 15)
+
+
+def test_another_data_set_takes_its_own_eps(tmp_path):
+    cfg = recipe_config("madry", BUDGETS["small"], "mnist", tmp_path)
+    assert cfg.data.name == "mnist" and cfg.defense.eps == pytest.approx(0.3)
+    assert recipe_config("standard", BUDGETS["small"], "mnist", tmp_path).defense.eps is None
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="not a budget: choose small or full"):
+        reproduce("tiny", out=str(tmp_path), results=None)
+    with pytest.raises(UserError, match="unknown recipe.*nope"):
+        reproduce("small", only="madry,nope", out=str(tmp_path), results=None)
+    with pytest.raises(UserError, match="not a data set"):
+        reproduce("small", dataset="imagenet", out=str(tmp_path), results=None)
+    with pytest.raises(UserError, match="--configs"):
+        reproduce("small", configs=str(tmp_path / "missing"), out=str(tmp_path), results=None)
+    assert main(["reproduce", "--budget", "huge"]) == 2
+
+
+def test_reproduce_trains_evaluates_detects_then_skips_everything(tmp_path, monkeypatch):
+    out, page = tmp_path / "runs", tmp_path / "docs" / "results.md"
+    status = reproduce(TINY, only="pdm,standard", dataset="synthetic", out=str(out), results=str(page),
+                       log=quiet)
+    for recipe in ("standard", "pdm"):
+        phases = status["recipes"][recipe]
+        assert phases["train"]["status"] == "done" and phases["train"]["epochs"] == 1
+        assert phases["eval"]["images"] == 6 and phases["eval"]["clean_images"] == 256
+        assert Path(phases["eval"]["report"]).is_file() and Path(phases["detect"]["report"]).is_file()
+    text = page.read_text()
+    for heading in ("## Every recipe", "## Do the papers' claims hold here?", "## Gradient-masking checks",
+                    "## KDE detection of the PDM family", "## PDM Table 1 (MNIST)", "## Time"):
+        assert heading in text
+    assert page.with_suffix(".html").is_file() and page.with_suffix(".json").is_file()
+
+    def never(*args, **kwargs):
+        raise AssertionError("finished work was redone")
+
+    monkeypatch.setattr(experiment, "train", never)
+    monkeypatch.setattr(experiment, "evaluate_suite", never)
+    monkeypatch.setattr("robustlab.detection.detect", never)
+    page.unlink()
+    again = reproduce(TINY, only="pdm,standard", dataset="synthetic", out=str(out), results=str(page),
+                      log=quiet)
+    assert page.is_file() and again["recipes"] == status["recipes"]
+
+
+def test_a_longer_budget_resumes_the_run_and_evaluates_it_again(tmp_path):
+    out = str(tmp_path / "runs")
+    first = reproduce(TINY, only="standard", dataset="synthetic", out=out, results=None, log=quiet)
+    longer = Budget("tiny", 128, epochs=2, monitor_images=0, suite_images=6, detect=TINY.detect)
+    logs = []
+    second = reproduce(longer, only="standard", dataset="synthetic", out=out, results=None, log=logs.append)
+    assert any("resumed" in line and "epoch 2" in line for line in logs)
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "runs/standard/metrics.jsonl").open()
+              if '"epoch"' in line]
+    assert epochs[-2:] == [1, 2]
+    train_1, train_2 = first["recipes"]["standard"]["train"], second["recipes"]["standard"]["train"]
+    assert train_2["step"] == 2 * train_1["step"] and train_2["seconds"] > train_1["seconds"]
+    assert second["recipes"]["standard"]["eval"]["step"] == train_2["step"]  # the new checkpoint's
+
+
+def test_a_diverging_recipe_is_recorded_and_skipped_later(tmp_path, monkeypatch):
+    def diverge(cfg, **kwargs):
+        raise UserError("non-finite loss at epoch 1, batch 3 in term(s) embedding_distance")
+
+    monkeypatch.setattr(experiment, "train", diverge)
+    out = str(tmp_path / "runs")
+    status = reproduce(TINY, only="pivot", dataset="synthetic", out=out, results=None, log=quiet)
+    assert status["recipes"]["pivot"]["train"]["status"] == "diverged"
+    assert "eval" not in status["recipes"]["pivot"]
+    monkeypatch.setattr(experiment, "train", lambda *a, **k: pytest.fail("retrained a diverged recipe"))
+    logs = []
+    reproduce(TINY, only="pivot", dataset="synthetic", out=out, results=None, log=logs.append)
+    assert any("diverged before" in line for line in logs)
+
+
+def test_other_training_errors_are_not_taken_for_divergence(tmp_path, monkeypatch):
+    def broken(cfg, **kwargs):
+        raise UserError("the teacher takes 3-channel images")
+
+    monkeypatch.setattr(experiment, "train", broken)
+    with pytest.raises(UserError, match="3-channel"):
+        reproduce(TINY, only="atat", dataset="synthetic", out=str(tmp_path), results=None, log=quiet)
+
+
+def test_standard_error_and_verdicts_by_hand():
+    assert standard_error(50, 100) == pytest.approx(5.0)  # sqrt(0.25 / 100) = 0.05
+    assert standard_error(90, 10_000) == pytest.approx(0.3)
+    # two estimates with se 3 and 4: noise = 2 * 5 = 10 points
+    assert verdict(81, 70, 3, 4) == "holds"
+    assert verdict(70, 81, 3, 4) == "reversed"
+    assert verdict(79, 70, 3, 4) == "not resolved (gap within +-10.0)"
+    assert verdict(69, 70, 3, 4, at_least=True) == "holds (gap within +-10.0)"
+    assert verdict(0.51, 0.50, None, None) == "holds"  # AUCs: the sign decides
+
+
+def _fake_results(tmp_path) -> Results:
+    def report(recipe, pgd, aa):
+        path = tmp_path / f"{recipe}.json"
+        path.write_text(json.dumps({
+            "dataset": "fashion-mnist", "model": "small_cnn", "eps": 0.1, "worst_case": {"accuracy": aa},
+            "attacks": [{"label": "PGD-20", "accuracy": pgd}, {"label": "AutoAttack", "accuracy": aa}],
+            "masking": {"checks": [{"name": "zero_gradients", "status": "pass", "message": ""}]}}))
+        return {"train": {"status": "done", "seconds": 60.0},
+                "eval": {"report": str(path), "clean_accuracy": 0.9, "clean_images": 10_000, "seconds": 30.0}}
+
+    return Results({"budget": "small", "dataset": "fashion-mnist", "suite_images": 50, "recipes": {
+        "madry": report("madry", 0.80, 0.76), "agkd_bml": report("agkd_bml", 0.60, 0.40)}})
+
+
+def test_claims_are_checked_against_the_measured_numbers(tmp_path):
+    results = _fake_results(tmp_path)
+    claim = Claim("AGKD-BML", "Table 1", "more robust", "agkd_bml", "madry", ("PGD-20", "AutoAttack"))
+    rows = claim_rows(results, claim)
+    # 60 vs 80 on 50 images: se 6.9 and 5.7, noise 17.9 -> reversed; AutoAttack 40 vs 76 likewise
+    assert [r[5] for r in rows] == ["reversed", "reversed"]
+    assert rows[0][3:5] == ["agkd_bml 60.0", "madry 80.0"]
+    missing = claim_rows(results, Claim("ATAT", "Table 1", "x", "atat", "madry", ("PGD-20",)))
+    assert missing[0][5] == "not measured"
+
+
+def test_paper_tables_mark_a_different_setting(tmp_path):
+    results = _fake_results(tmp_path)
+    other = PaperTable("t", "P (x)", "Table 1", "c", "cifar10", "WRN-28-10", "8/255", "accuracy %",
+                       ("clean", "PGD-20"), {"madry": {"clean": 86.2, "PGD-20": 45.6}, "atat": {}})
+    section = paper_section(other, results)
+    assert section.rows[0] == ["madry", "90.0 (86.2†)", "80.0 (45.6†)"]
+    assert section.rows[1][0] == "atat (not run)"
+    assert "compare the order of the rows" in section.text
+    same = PaperTable("t", "P (x)", "Table 1", "c", "fashion-mnist", "small-cnn", "0.1", "accuracy %",
+                      ("PGD-20",), {"madry": {"PGD-20": 79.0}})
+    assert paper_section(same, results).rows[0] == ["madry", "80.0 (79.0)"]
