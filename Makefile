@@ -1,7 +1,7 @@
 # The README's two commands are `make demo` and `make test`; both set up first.
 PYTHON ?= python3
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench reproduce clean
 
 setup: .setup.stamp
 
@@ -18,6 +18,9 @@ test: setup
 
 test-slow: setup
 	$(PYTHON) -m pytest -m slow
+
+reproduce: setup
+	$(PYTHON) -m robustlab reproduce --budget small
 
 bench: setup
 	$(PYTHON) benchmarks/train_speed.py

@@ -167,3 +167,19 @@ def test_explain_page_renders_in_headless_chromium_with_every_image_loaded(runs,
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-loaded="5/5"' in dom.stdout, dom.stdout[:300]
     assert "Attention maps" in dom.stdout and "<table" in dom.stdout
+
+
+def test_embedding_study_has_no_davies_bouldin_when_each_class_has_one_image():
+    """Davies-Bouldin needs fewer classes than images; with one image per class it is None
+    (scikit-learn would raise), with two it is a number."""
+    from robustlab.analysis import embedding_study
+    from robustlab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=3, in_channels=1, image_size=28).eval()
+    fgsm = ATTACKS.build("fgsm", eps=0.1)
+    x = torch.rand(6, 1, 28, 28)
+    single = embedding_study(model, x[:3], torch.tensor([0, 1, 2]), fgsm, 3)
+    assert single["davies_bouldin_clean"] is None and single["davies_bouldin_adv"] is None
+    paired = embedding_study(model, x, torch.tensor([0, 1, 2, 0, 1, 2]), fgsm, 3)
+    assert paired["davies_bouldin_clean"] > 0

@@ -1,6 +1,7 @@
 """`robustlab reproduce`: budgets, skipping and resuming, divergence, the claims check and the pages."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ from robustlab.cli import main
 from robustlab.config import load_config
 from robustlab.errors import UserError
 from robustlab.reproduce import BUDGETS, RECIPES, Budget, recipe_config, reproduce
-from robustlab.reproduce.claims import Claim, standard_error, verdict
-from robustlab.reproduce.pages import Results, claim_rows, paper_section
-from robustlab.reproduce.papers import PaperTable
+from robustlab.reproduce.claims import CLAIMS, Claim, standard_error, verdict
+from robustlab.reproduce.pages import Results, claim_rows, claims_section, paper_section
+from robustlab.reproduce.papers import TABLES, PaperTable
+from robustlab.train import Callback, Interrupted
 
 TINY = Budget("tiny", train_images=128, epochs=1, monitor_images=0, suite_images=6,
               detect={"images": 6, "per_class": 10, "cw_hc_steps": 2, "wb_steps": 2, "proxy_epochs": 1})
@@ -98,6 +100,7 @@ def test_a_longer_budget_resumes_the_run_and_evaluates_it_again(tmp_path):
 
 def test_a_diverging_recipe_is_recorded_and_skipped_later(tmp_path, monkeypatch):
     def diverge(cfg, **kwargs):
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)  # as train does before its first step
         raise UserError("non-finite loss at epoch 1, batch 3 in term(s) embedding_distance")
 
     monkeypatch.setattr(experiment, "train", diverge)
@@ -108,7 +111,56 @@ def test_a_diverging_recipe_is_recorded_and_skipped_later(tmp_path, monkeypatch)
     monkeypatch.setattr(experiment, "train", lambda *a, **k: pytest.fail("retrained a diverged recipe"))
     logs = []
     reproduce(TINY, only="pivot", dataset="synthetic", out=out, results=None, log=logs.append)
-    assert any("diverged before" in line for line in logs)
+    assert any("diverged before" in line and "delete" in line for line in logs)
+    # as the message says: deleting the run directory tries again
+    shutil.rmtree(tmp_path / "runs" / "pivot")
+    calls = []
+    monkeypatch.setattr(experiment, "train", lambda cfg, **k: calls.append(cfg.name) or diverge(cfg))
+    reproduce(TINY, only="pivot", dataset="synthetic", out=out, results=None, log=quiet)
+    assert calls == ["pivot"]
+
+
+def test_an_interrupted_training_keeps_its_time_and_resumes(tmp_path, monkeypatch):
+    out = str(tmp_path / "runs")
+    real_train = experiment.train
+
+    def stop_after_one_epoch(cfg, **kwargs):
+        class Stop(Callback):
+            def on_epoch(self, run, record):
+                run.stop_requested = True  # as Ctrl-C does: save and stop
+        return real_train(cfg, callbacks=[Stop()], **kwargs)
+
+    longer = Budget("tiny", 128, epochs=2, monitor_images=0, suite_images=6, detect=TINY.detect)
+    monkeypatch.setattr(experiment, "train", stop_after_one_epoch)
+    with pytest.raises(Interrupted):
+        reproduce(longer, only="standard", dataset="synthetic", out=out, results=None, log=quiet)
+    record = json.loads((tmp_path / "runs/reproduce.json").read_text())["recipes"]["standard"]["train"]
+    assert record["status"] == "interrupted" and record["seconds"] > 0
+    monkeypatch.setattr(experiment, "train", real_train)
+    logs = []
+    status = reproduce(longer, only="standard", dataset="synthetic", out=out, results=None, log=logs.append)
+    assert any("resumed" in line for line in logs)
+    done = status["recipes"]["standard"]["train"]
+    assert done["status"] == "done" and done["epochs"] == 2 and done["seconds"] > record["seconds"]
+
+
+def test_a_run_trained_with_other_settings_is_not_taken_as_done(tmp_path):
+    out = str(tmp_path / "runs")
+    reproduce(TINY, only="standard", dataset="synthetic", out=out, results=None, log=quiet)
+    other = Budget("tiny", train_images=64, epochs=1, monitor_images=0, suite_images=6, detect=TINY.detect)
+    with pytest.raises(UserError, match="other settings \\(data.train_limit\\).*--out"):
+        reproduce(other, only="standard", dataset="synthetic", out=out, results=None, log=quiet)
+
+
+def test_an_evaluation_is_redone_for_a_retrained_model(tmp_path):
+    out = str(tmp_path / "runs")
+    first = reproduce(TINY, only="standard", dataset="synthetic", out=out, results=None, log=quiet)
+    shutil.rmtree(tmp_path / "runs" / "standard")  # retrained to the same step count
+    logs = []
+    second = reproduce(TINY, only="standard", dataset="synthetic", out=out, results=None, log=logs.append)
+    assert any("papers suite" in line for line in logs)
+    before, after = first["recipes"]["standard"]["eval"], second["recipes"]["standard"]["eval"]
+    assert after["step"] == before["step"] and after["checkpoint"] != before["checkpoint"]
 
 
 def test_other_training_errors_are_not_taken_for_divergence(tmp_path, monkeypatch):
@@ -139,7 +191,8 @@ def _fake_results(tmp_path) -> Results:
             "attacks": [{"label": "PGD-20", "accuracy": pgd}, {"label": "AutoAttack", "accuracy": aa}],
             "masking": {"checks": [{"name": "zero_gradients", "status": "pass", "message": ""}]}}))
         return {"train": {"status": "done", "seconds": 60.0},
-                "eval": {"report": str(path), "clean_accuracy": 0.9, "clean_images": 10_000, "seconds": 30.0}}
+                "eval": {"report": str(path), "clean_accuracy": 0.9, "clean_images": 10_000, "images": 50,
+                         "seconds": 30.0}}
 
     return Results({"budget": "small", "dataset": "fashion-mnist", "suite_images": 50, "recipes": {
         "madry": report("madry", 0.80, 0.76), "agkd_bml": report("agkd_bml", 0.60, 0.40)}})
@@ -154,6 +207,50 @@ def test_claims_are_checked_against_the_measured_numbers(tmp_path):
     assert rows[0][3:5] == ["agkd_bml 60.0", "madry 80.0"]
     missing = claim_rows(results, Claim("ATAT", "Table 1", "x", "atat", "madry", ("PGD-20",)))
     assert missing[0][5] == "not measured"
+    page = claims_section(results).text
+    assert "AGKD-BML-7 is more robust" not in page  # agkd_bml_7 was not run: nothing reported for it
+    assert "Reversed here: AGKD-BML is more robust than PGD adversarial training (PGD-20)" in page
+
+
+def test_attacks_that_disagree_are_named(tmp_path):
+    results = _fake_results(tmp_path)
+    # PGD-20: 60 vs 80 reversed; AutoAttack made to agree with the claim: 96 vs 40
+    results.reports["agkd_bml"]["attacks"][1]["accuracy"] = 0.96
+    results.reports["madry"]["attacks"][1]["accuracy"] = 0.40
+    import robustlab.reproduce.pages as pages
+    claim = Claim("AGKD-BML", "Table 1", "more robust", "agkd_bml", "madry", ("PGD-20", "AutoAttack"))
+    original = pages.CLAIMS
+    pages.CLAIMS = (claim,)
+    try:
+        text = claims_section(results).text
+    finally:
+        pages.CLAIMS = original
+    assert "disagree" in text and "more robust (PGD-20: reversed; AutoAttack: holds)" in text
+
+
+def test_each_claim_goes_the_papers_way_in_every_table_that_has_both_numbers():
+    """The claims encode what the papers show: wherever a transcribed table has both cells of a
+    comparison the paper made, the paper's own numbers go the claimed way, and every claim not
+    marked as standing in for another comparison has such a table."""
+    for claim in CLAIMS:
+        for column in claim.columns:
+            if column in claim.extension or claim.lower_column:
+                continue
+            evidence = [(t.key, t.rows[claim.higher][column], t.rows[claim.lower][column]) for t in TABLES
+                        if t.rows.get(claim.higher, {}).get(column) is not None
+                        and t.rows.get(claim.lower, {}).get(column) is not None]
+            for key, high, low in evidence:
+                assert high > low or (claim.at_least and high >= low), (claim.text, column, key)
+            assert evidence or claim.stands_in, (claim.text, column)
+
+
+def test_the_page_shows_percent_for_accuracies(tmp_path):
+    from robustlab.reproduce.pages import overview_section
+
+    row = next(r for r in overview_section(_fake_results(tmp_path)).rows if r[0] == "madry")
+    # clean 0.9 -> 90.0, PGD-20 0.80 -> 80.0, AutoAttack 0.76 -> 76.0, AA gap -4.0, 1 pass
+    assert row[1] == "90.0" and row[3] == "80.0" and row[7] == "76.0" and row[9] == "-4.0"
+    assert row[10] == "1 pass" and row[11] == "1.0"
 
 
 def test_paper_tables_mark_a_different_setting(tmp_path):
@@ -167,3 +264,6 @@ def test_paper_tables_mark_a_different_setting(tmp_path):
     same = PaperTable("t", "P (x)", "Table 1", "c", "fashion-mnist", "small-cnn", "0.1", "accuracy %",
                       ("PGD-20",), {"madry": {"PGD-20": 79.0}})
     assert paper_section(same, results).rows[0] == ["madry", "80.0 (79.0)"]
+    other_eps = PaperTable("t", "P (x)", "Table 1", "c", "fashion-mnist", "small-cnn", "8/255", "accuracy %",
+                           ("PGD-20",), {"madry": {"PGD-20": 79.0}})
+    assert paper_section(other_eps, results).rows[0] == ["madry", "80.0 (79.0†)"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from robustlab.report.explain import Section, write_explain_report
 from robustlab.reproduce.claims import CLAIMS, Claim, standard_error, verdict
 from robustlab.reproduce.papers import PaperTable, tables_for
-from robustlab.reproduce.run import DETECTED, RECIPES
+from robustlab.reproduce.run import DETECTED, RECIPES, detect_flags
 
 DAGGER = "†"
 OVERVIEW = ("FGSM", "PGD-20", "PGD-100", "CW-100", "A3-PGD-20", "AutoAttack")
@@ -40,44 +40,46 @@ class Results:
         """Accuracy in percent, or a detection number (AUC, distortion d, Davies-Bouldin)."""
         if column == "clean":
             phases = self.status["recipes"].get(recipe, {})
-            return 100 * phases["eval"]["clean_accuracy"] if "eval" in phases else None
+            return 100 * phases["eval"]["clean_accuracy"] if recipe in self.reports else None
         report = self.reports.get(recipe)
-        if report is not None:
-            for attack in report["attacks"]:
-                if attack["label"] == column:
-                    return 100 * attack["accuracy"]
+        if report is not None and column not in DETECTION:
             if column == "worst case":
                 return 100 * report["worst_case"]["accuracy"]
+            return next((100 * a["accuracy"] for a in report["attacks"] if a["label"] == column), None)
         detect = self.detects.get(recipe)
         if detect is None:
             return None
-        if column in detect.get("gray_box", {}):
-            return detect["gray_box"][column]["auc"]
+        gray = detect.get("gray_box", {})
+        if column in gray:
+            return gray[column]["auc"]
         if column == "gray AUC":
-            aucs = [v["auc"] for v in detect.get("gray_box", {}).values() if v["auc"] is not None]
+            aucs = [v["auc"] for v in gray.values() if v["auc"] is not None]
             return sum(aucs) / len(aucs) if aucs else None
-        if column == "white_d":
-            return detect.get("white_box", {}).get("final", {}).get("mean_distortion")
-        if column == "black_auc":
-            return detect.get("black_box", {}).get("auc")
-        return {"white d": detect.get("white_box", {}).get("final", {}).get("mean_distortion"),
+        return {"white_d": detect.get("white_box", {}).get("final", {}).get("mean_distortion"),
+                "black_auc": detect.get("black_box", {}).get("auc"),
                 "davies_bouldin": detect.get("davies_bouldin")}.get(column)
 
     def images(self, recipe: str, column: str) -> int | None:
         """How many images an accuracy column was measured on (None: not an accuracy)."""
-        if column == "clean":
-            return self.status["recipes"].get(recipe, {}).get("eval", {}).get("clean_images")
-        if column in ("gray AUC", "white d", "white_d", "black_auc", "davies_bouldin"):
+        if column in DETECTION or recipe not in self.reports:
             return None
-        return self.status.get("suite_images")
+        evaluated = self.status["recipes"][recipe]["eval"]
+        return evaluated["clean_images"] if column == "clean" else evaluated["images"]
 
-    def setting(self) -> tuple[str, str, str]:
+    def missing(self, recipe: str) -> str:
+        """Why a recipe has no numbers: diverged, or not run."""
+        train = self.status["recipes"].get(recipe, {}).get("train", {})
+        return "diverged" if train.get("status") == "diverged" else "not run"
+
+    def setting(self) -> tuple[str, str, float]:
         """(data set, model, eps) of this reproduction."""
         report = next(iter(self.reports.values()), {})
-        return report.get("dataset", "?"), report.get("model", "?"), f"{report.get('eps', 0):.4g}"
+        return report.get("dataset", "?"), report.get("model", "?"), report.get("eps", 0.0)
 
 
-NOT_ACCURACY = ("AUC", "auc", "d", "distortion", "davies_bouldin", "white d", "white_d", "gray AUC")
+# Columns that are detection numbers, not accuracies (PDM Tables 2-4, Fig. 2).
+DETECTION = ("FGSM-0.05", "FGSM-0.1", "BIM-0.05", "BIM-0.1", "C&W", "C&W-hc", "JSMA", "gray AUC",
+             "white_d", "black_auc", "davies_bouldin")
 
 
 def _fmt(value: float | None, accuracy: bool = True) -> str:
@@ -88,13 +90,24 @@ def _fmt(value: float | None, accuracy: bool = True) -> str:
 
 
 def _is_accuracy(column: str, metric: str = "accuracy") -> bool:
-    return "accuracy" in metric and column not in NOT_ACCURACY
+    return "accuracy" in metric and column not in DETECTION
+
+
+def _parse_eps(text: str) -> float | None:
+    """A paper's budget as written ("8/255", "0.3"), or None when it has none ("none (clean)")."""
+    try:
+        top, _, bottom = text.partition("/")
+        return float(top) / float(bottom or 1)
+    except ValueError:
+        return None
 
 
 def paper_section(table: PaperTable, results: Results) -> Section:
     """One paper table in its own layout, each cell `ours (paper)`."""
     dataset, model, eps = results.setting()
-    same = table.dataset == dataset and table.model.lower().replace("-", "") == model.replace("_", "")
+    their_eps = _parse_eps(table.eps)
+    same = (table.dataset == dataset and table.model.lower().replace("-", "") == model.replace("_", "")
+            and (their_eps is None or abs(their_eps - eps) < 1e-6))
     mark = "" if same else DAGGER
     rows = []
     for recipe, paper_row in table.rows.items():
@@ -103,10 +116,10 @@ def paper_section(table: PaperTable, results: Results) -> Section:
             accuracy = _is_accuracy(c, table.metric)
             ours, theirs = _fmt(results.value(recipe, c), accuracy), _fmt(paper_row.get(c), accuracy)
             cells.append(f"{ours} ({theirs}{mark})")
-        rows.append([recipe + ("" if recipe in results.recipes else " (not run)"), *cells])
+        rows.append([recipe + ("" if recipe in results.recipes else f" ({results.missing(recipe)})"), *cells])
     where = (f"Same setting as the paper ({table.dataset}, {table.model}, eps {table.eps})." if same else
              f"{DAGGER} The paper's numbers are for {table.dataset}, {table.model}, eps {table.eps}; ours "
-             f"for {dataset}, {model}, eps {eps}: compare the order of the rows, not the values.")
+             f"for {dataset}, {model}, eps {eps:.4g}: compare the order of the rows, not the values.")
     return Section(f"{table.paper.split(' (')[0]} {table.table}: {table.caption}",
                    f"{table.metric}, ours (paper). {where} {table.notes}",
                    head=["recipe", *table.columns], rows=rows)
@@ -132,17 +145,20 @@ def overview_section(results: Results) -> Section:
                      *[_fmt(results.value(recipe, c)) for c in OVERVIEW],
                      _fmt(results.value(recipe, "worst case")),
                      "-" if gap is None else f"{gap:+.1f}",
-                     ", ".join(flagged) or f"{len(checks)} pass",
+                     ", ".join(flagged) or f"{sum(c['status'] == 'pass' for c in checks)} pass",
                      f"{train.get('seconds', 0) / 60:.1f}", f"{phases['eval']['seconds'] / 60:.1f}"])
     n = results.status.get("suite_images")
     return Section(
         "Every recipe",
         f"Accuracy in percent: clean on the whole test split, the attacks on the first {n} test images "
         f"(binomial standard error up to +-{standard_error(50, n):.1f} points), white-box, L-inf eps "
-        f"{results.setting()[2]}. Worst case: an image counts as robust only if every attack of the "
+        f"{results.setting()[2]:.4g}. Worst case: an image counts as robust only if every attack of the "
         "suite fails on it. AA gap: AutoAttack minus PGD-20 (a large negative gap: PGD overestimates "
         "the robustness). Masking: the gradient-masking checks that did not pass. Minutes: wall "
-        "time of training (with any teacher, source or image bank it built first) and of the suite.",
+        "time of training (with any teacher, source or image bank it built first) and of the suite. "
+        "All recipes train for the same epochs; free_at replays each batch m = 8 times, so it takes 8x "
+        "the optimizer steps of the others (its paper divides the epochs by m to match standard "
+        "training's cost).",
         head=["recipe", "clean", *OVERVIEW, "worst case", "AA gap", "masking", "train min", "eval min"],
         rows=rows)
 
@@ -153,45 +169,63 @@ def _gap(results: Results, recipe: str) -> float | None:
 
 
 def claim_rows(results: Results, claim: Claim) -> list[list[str]]:
+    """One row per measured column: source, claim, column, the two cells, the verdict."""
     rows = []
+    text = claim.text + (f" ({claim.stands_in})" if claim.stands_in else "")
     for column in claim.columns:
         low_column = claim.lower_column or column
         high, low = results.value(claim.higher, column), results.value(claim.lower, low_column)
         left = f"{claim.higher} {column}" if claim.lower_column else claim.higher
         right = f"{claim.lower} {low_column}" if claim.lower_column else claim.lower
+        measured_by = column + (" (not in the paper)" if column in claim.extension else "")
         if high is None or low is None:
-            rows.append([f"{claim.paper} {claim.source}", claim.text, column, f"{left} -",
-                         f"{right} -", "not measured"])
+            rows.append([f"{claim.paper} {claim.source}", text, measured_by, f"{left} -", f"{right} -",
+                         "not measured"])
             continue
         se_high = standard_error(high, results.images(claim.higher, column))
         se_low = standard_error(low, results.images(claim.lower, low_column))
-        rows.append([f"{claim.paper} {claim.source}", claim.text, column,
+        rows.append([f"{claim.paper} {claim.source}", text, measured_by,
                      f"{left} {_fmt(high, _is_accuracy(column))}",
                      f"{right} {_fmt(low, _is_accuracy(low_column))}",
                      verdict(high, low, se_high, se_low, claim.at_least)])
     return rows
 
 
-def claims_section(results: Results) -> tuple[Section, list[str]]:
-    rows = [row for claim in CLAIMS for row in claim_rows(results, claim)]
-    verdicts: dict[str, dict[str, str]] = {}
-    for row in rows:
-        verdicts.setdefault(row[1], {})[row[2]] = row[5]
-    split = [text for text, by in verdicts.items()
-             if by.get("PGD-20", "").split()[0:1] != by.get("AutoAttack", "").split()[0:1]
-             and "PGD-20" in by and "AutoAttack" in by]
-    held = sum(r[5].startswith("holds") for r in rows)
-    reversed_ = sum(r[5] == "reversed" for r in rows)
-    text = (f"Each paper's claimed gain, measured here: {held} of {len(rows)} comparisons hold, "
-            f"{reversed_} are reversed, the rest are within the noise of the images used or not "
-            "measured. Accuracy gaps count only beyond two binomial standard errors; AUC and distortion "
-            "have no error bar here, and rest on the successful examples counted in the detection "
-            "table.")
+def _kind(verdict_text: str) -> str:
+    kinds = ("holds", "reversed", "not resolved", "not measured")
+    return next(k for k in kinds if verdict_text.startswith(k))
+
+
+def claims_section(results: Results) -> Section:
+    per_claim = [(claim, claim_rows(results, claim)) for claim in CLAIMS]
+    rows = [row for _, claim_rows_ in per_claim for row in claim_rows_]
+    measured = [r for r in rows if _kind(r[5]) != "not measured"]
+    count = {k: sum(_kind(r[5]) == k for r in measured) for k in ("holds", "reversed", "not resolved")}
+    text = (f"Each paper's claimed gain, measured here: of {len(measured)} comparisons with both numbers, "
+            f"{count['holds']} hold, {count['reversed']} are reversed and {count['not resolved']} are within "
+            f"the noise ({len(rows) - len(measured)} not measured). Accuracy gaps count only beyond two "
+            "binomial standard errors of the images used (treating the two as independent, which is "
+            "conservative); AUC and distortion have no error bar here and rest on the successful examples "
+            "counted in the detection table. AutoAttack columns marked \"not in the paper\" are robustlab's "
+            "check of a claim the paper makes under PGD.")
+    failed = [f"{claim.text} ({', '.join(r[2] for r in claim_rows_ if _kind(r[5]) == 'reversed')})"
+              for claim, claim_rows_ in per_claim if any(_kind(r[5]) == "reversed" for r in claim_rows_)]
+    if failed:
+        text += " Reversed here: " + "; ".join(failed) + "."
+    split = []
+    for claim, claim_rows_ in per_claim:
+        kinds = {r[2].split(" (")[0]: _kind(r[5]) for r in claim_rows_}
+        aa = kinds.pop("AutoAttack", None)
+        others = {c: k for c, k in kinds.items() if k != "not measured"}
+        if aa not in (None, "not measured") and any(k != aa for k in others.values()):
+            by_column = ", ".join(f"{c}: {k}" for c, k in others.items())
+            split.append(f"{claim.text} ({by_column}; AutoAttack: {aa})")
     if split:
-        text += " PGD-20 and AutoAttack disagree on: " + "; ".join(split) + "."
+        text += " The attacks disagree (a gain seen under PGD may be gradient masking or noise): " + \
+            "; ".join(split) + "."
     return Section("Do the papers' claims hold here?", text,
                    head=["source", "claim", "measured by", "should be higher", "should be lower", "here"],
-                   rows=rows), split
+                   rows=rows)
 
 
 def detection_section(results: Results) -> Section | None:
@@ -210,10 +244,10 @@ def detection_section(results: Results) -> Section | None:
                      f"{_fmt(black.get('auc'), False)} ({black.get('successful', 0)})",
                      _fmt(d.get("davies_bouldin"), False)])
     first = results.detects[recipes[0]]
-    settings = results.status.get("detect", {})
+    settings = results.status["recipes"][recipes[0]]["detect"]["settings"]
     return Section(
         "KDE detection of the PDM family (PDM Tables 1-4, Fig. 2)",
-        f"`robustlab detect` with {settings} on the first {first['images']} test images, eps "
+        f"`robustlab detect RUN {detect_flags(settings)}`: the first {first['images']} test images, eps "
         f"{first['eps']:.4g}. Gray-box AUC per attack, with the number of successful adversarial "
         "examples it rests on in brackets (an AUC on a handful of examples says little); white-box d "
         "(higher: the attacker must distort more); black-box AUC through a distilled proxy; Davies-"
@@ -254,7 +288,7 @@ def write_pages(status: dict, out_dir: Path, results_md: Path) -> list[Path]:
     """docs/results.md, .html and .json for the reproduction in `out_dir`."""
     results = Results(status)
     dataset, model, eps = results.setting()
-    claims, _ = claims_section(results)
+    claims = claims_section(results)
     sections = [
         Section("How this page was made",
                 f"`robustlab reproduce --budget {status['budget']}` on {dataset} with {model}, L-inf eps "

@@ -117,15 +117,42 @@ class Status:
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
-def _last_step(cfg: Config) -> tuple[int, int] | None:
-    """(epoch, global step) of the run's last checkpoint, or None."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a run's last.pt holds: how far it trained, with which config, and which file it is
+    (step, modification time and size), so an evaluation is redone for a retrained model."""
+
+    epoch: int
+    step: int
+    config: dict
+    identity: str
+
+
+def last_checkpoint(cfg: Config) -> Checkpoint | None:
     from robustlab.train import load_checkpoint
 
-    checkpoint = cfg.run_dir / "checkpoints" / "last.pt"
-    if not checkpoint.is_file():
+    path = cfg.run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
         return None
-    state = load_checkpoint(checkpoint)
-    return state["epoch"], state.get("global_step", 0)
+    state, stat = load_checkpoint(path), path.stat()
+    step = state.get("global_step", 0)
+    return Checkpoint(state["epoch"], step, state["config"], f"{step}:{stat.st_mtime_ns}:{stat.st_size}")
+
+
+# Keys a run may change between calls without being another run.
+MACHINE_KEYS = {"name", "out_dir", "data.data_dir", "train.device", "train.threads"}
+
+
+def _check_same_settings(cfg: Config, checkpoint: Checkpoint) -> None:
+    from robustlab.config import config_from_dict
+    from robustlab.experiment import _same_except
+
+    saved = config_from_dict(checkpoint.config).to_dict()
+    diffs = _same_except(saved, cfg.to_dict(), allowed=MACHINE_KEYS | {"train.epochs"})
+    if diffs or checkpoint.epoch > cfg.train.epochs:
+        what = ", ".join(diffs) or f"train.epochs ({checkpoint.epoch} trained, {cfg.train.epochs} asked)"
+        raise UserError(f"{cfg.run_dir} was trained with other settings ({what}) than this budget "
+                        f"asks; delete that directory to retrain it, or give --out another directory")
 
 
 def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> bool:
@@ -134,67 +161,85 @@ def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> bool
     from robustlab.train import Interrupted
 
     recipe = cfg.name
-    done = status.get(recipe, "train")
-    if done and done.get("status") == "diverged":
-        log(f"{recipe}: diverged before ({done['message']}); delete {cfg.run_dir} to try again")
-        return False
-    last = _last_step(cfg)
-    if last and last[0] >= cfg.train.epochs and done and done.get("status") == "done":
-        return True
+    done = status.get(recipe, "train") or {}
+    if done.get("status") == "diverged":
+        if cfg.run_dir.exists():
+            log(f"{recipe}: diverged before ({done['message']}); delete {cfg.run_dir} to try again")
+            return False
+        done = {}
+    checkpoint = last_checkpoint(cfg)
+    if checkpoint is not None:
+        _check_same_settings(cfg, checkpoint)
+        if checkpoint.epoch == cfg.train.epochs and done.get("status") == "done":
+            return True
     log(f"== {recipe}: training ({cfg.train.epochs} epochs)")
     start = time.perf_counter()
-    seconds = (done or {}).get("seconds", 0.0)  # an interrupted run adds to its earlier time
+    # An interrupted run adds to its earlier time; a run directory made anew starts from zero.
+    seconds = done.get("seconds", 0.0) if checkpoint is not None else 0.0
+
+    def record(state: str, **extra) -> None:
+        status.put(recipe, "train", {"status": state, "seconds": seconds + time.perf_counter() - start,
+                                     **extra})
+
     try:
         train(cfg, resume=True, log=log)
-    except Interrupted:  # its state is saved; keep the time spent so far, then stop
-        status.put(recipe, "train", {"status": "interrupted",
-                                     "seconds": seconds + time.perf_counter() - start})
+    except Interrupted:  # its state is saved: keep the time spent so far, then stop
+        record("interrupted")
         raise
     except UserError as error:
         if "non-finite loss" not in str(error):
             raise
-        status.put(recipe, "train", {"status": "diverged", "message": str(error),
-                                     "seconds": seconds + time.perf_counter() - start})
+        record("diverged", message=str(error))
         log(f"{recipe}: training diverged: {error}")
         return False
-    epoch, step = _last_step(cfg)
-    status.put(recipe, "train", {"status": "done", "epochs": epoch, "step": step,
-                                 "seconds": seconds + time.perf_counter() - start})
+    checkpoint = last_checkpoint(cfg)
+    record("done", epochs=checkpoint.epoch, step=checkpoint.step)
     return True
+
+
+def _fresh(done: dict | None, checkpoint: Checkpoint, **settings) -> bool:
+    """A phase's record is still valid: same checkpoint file, same settings, output still there."""
+    return (done is not None and done.get("checkpoint") == checkpoint.identity
+            and all(done.get(k) == v for k, v in settings.items()) and Path(done["report"]).is_file())
 
 
 def eval_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> None:
     """Clean accuracy on the whole test split, then the papers suite on the budget's images."""
+    from robustlab.eval.suite import load_suite
     from robustlab.experiment import evaluate_clean, evaluate_suite
 
-    recipe, step = cfg.name, _last_step(cfg)[1]
-    done = status.get(recipe, "eval")
-    if done and done.get("step") == step and done.get("images") == budget.suite_images:
+    checkpoint, suite = last_checkpoint(cfg), load_suite("papers").fingerprint()
+    if _fresh(status.get(cfg.name, "eval"), checkpoint, images=budget.suite_images, suite=suite):
         return
-    log(f"== {recipe}: papers suite on {budget.suite_images} test images")
+    log(f"== {cfg.name}: papers suite on {budget.suite_images} test images")
     start = time.perf_counter()
     clean = evaluate_clean(cfg.run_dir)
     report = evaluate_suite(cfg.run_dir, "papers", limit=budget.suite_images, log=log)
-    status.put(recipe, "eval", {"step": step, "images": budget.suite_images,
-                                "clean_accuracy": clean["clean_accuracy"],
-                                "clean_images": clean["test_images"],
-                                "report": report["files"]["json"],
-                                "seconds": time.perf_counter() - start})
+    status.put(cfg.name, "eval", {"checkpoint": checkpoint.identity, "step": checkpoint.step,
+                                  "images": budget.suite_images, "suite": suite,
+                                  "clean_accuracy": clean["clean_accuracy"],
+                                  "clean_images": clean["test_images"],
+                                  "report": report["files"]["json"], "seconds": time.perf_counter() - start})
 
 
 def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> None:
     """PDM Tables 1-4 for one run of its family (`detection.detect`)."""
     from robustlab.detection import detect
 
-    recipe, step = cfg.name, _last_step(cfg)[1]
-    done = status.get(recipe, "detect")
-    if done and done.get("step") == step and done.get("settings") == budget.detect:
+    checkpoint = last_checkpoint(cfg)
+    if _fresh(status.get(cfg.name, "detect"), checkpoint, settings=budget.detect):
         return
-    log(f"== {recipe}: KDE detection ({budget.detect})")
+    log(f"== {cfg.name}: KDE detection ({detect_flags(budget.detect)})")
     start = time.perf_counter()
     result = detect(cfg.run_dir, log=log, **budget.detect)
-    status.put(recipe, "detect", {"step": step, "settings": budget.detect, "report": result["files"]["json"],
-                                  "seconds": time.perf_counter() - start})
+    status.put(cfg.name, "detect", {"checkpoint": checkpoint.identity, "step": checkpoint.step,
+                                    "settings": budget.detect, "report": result["files"]["json"],
+                                    "seconds": time.perf_counter() - start})
+
+
+def detect_flags(settings: dict) -> str:
+    """The `robustlab detect` options that give these settings."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
 
 
 def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "fashion-mnist",
