@@ -81,6 +81,9 @@ def test_reproduce_trains_evaluates_detects_then_skips_everything(tmp_path, monk
     again = reproduce(TINY, only="pdm,standard", dataset="synthetic", out=str(out), results=str(page),
                       log=quiet)
     assert page.is_file() and again["recipes"] == status["recipes"]
+    # the first call trained, evaluated and detected both; the second did nothing
+    assert [call["phases"] for call in again["calls"]] == [6, 0]
+    assert "The 2 calls of reproduce recorded" in page.read_text()
 
 
 def test_a_longer_budget_resumes_the_run_and_evaluates_it_again(tmp_path):

@@ -155,8 +155,9 @@ def _check_same_settings(cfg: Config, checkpoint: Checkpoint) -> None:
                         f"asks; delete that directory to retrain it, or give --out another directory")
 
 
-def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> bool:
-    """Train (or resume) one recipe; False when it cannot be trained (a recorded divergence)."""
+def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> str:
+    """Train (or resume) one recipe: "ran", "skipped" (finished before) or "diverged" (now or
+    before: a non-finite loss)."""
     from robustlab.experiment import train
     from robustlab.train import Interrupted
 
@@ -165,13 +166,13 @@ def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> bool
     if done.get("status") == "diverged":
         if cfg.run_dir.exists():
             log(f"{recipe}: diverged before ({done['message']}); delete {cfg.run_dir} to try again")
-            return False
+            return "diverged"
         done = {}
     checkpoint = last_checkpoint(cfg)
     if checkpoint is not None:
         _check_same_settings(cfg, checkpoint)
         if checkpoint.epoch == cfg.train.epochs and done.get("status") == "done":
-            return True
+            return "skipped"
     log(f"== {recipe}: training ({cfg.train.epochs} epochs)")
     start = time.perf_counter()
     # An interrupted run adds to its earlier time; a run directory made anew starts from zero.
@@ -191,10 +192,10 @@ def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> bool
             raise
         record("diverged", message=str(error))
         log(f"{recipe}: training diverged: {error}")
-        return False
+        return "diverged"
     checkpoint = last_checkpoint(cfg)
     record("done", epochs=checkpoint.epoch, step=checkpoint.step)
-    return True
+    return "ran"
 
 
 def _fresh(done: dict | None, checkpoint: Checkpoint, **settings) -> bool:
@@ -203,14 +204,15 @@ def _fresh(done: dict | None, checkpoint: Checkpoint, **settings) -> bool:
             and all(done.get(k) == v for k, v in settings.items()) and Path(done["report"]).is_file())
 
 
-def eval_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> None:
-    """Clean accuracy on the whole test split, then the papers suite on the budget's images."""
+def eval_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> bool:
+    """Clean accuracy on the whole test split, then the papers suite on the budget's images;
+    False when its record is still valid."""
     from robustlab.eval.suite import load_suite
     from robustlab.experiment import evaluate_clean, evaluate_suite
 
     checkpoint, suite = last_checkpoint(cfg), load_suite("papers").fingerprint()
     if _fresh(status.get(cfg.name, "eval"), checkpoint, images=budget.suite_images, suite=suite):
-        return
+        return False
     log(f"== {cfg.name}: papers suite on {budget.suite_images} test images")
     start = time.perf_counter()
     clean = evaluate_clean(cfg.run_dir)
@@ -220,21 +222,24 @@ def eval_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str],
                                   "clean_accuracy": clean["clean_accuracy"],
                                   "clean_images": clean["test_images"],
                                   "report": report["files"]["json"], "seconds": time.perf_counter() - start})
+    return True
 
 
-def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> None:
-    """PDM Tables 1-4 for one run of its family (`detection.detect`)."""
+def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> bool:
+    """PDM Tables 1-4 for one run of its family (`detection.detect`); False when its record is
+    still valid."""
     from robustlab.detection import detect
 
     checkpoint = last_checkpoint(cfg)
     if _fresh(status.get(cfg.name, "detect"), checkpoint, settings=budget.detect):
-        return
+        return False
     log(f"== {cfg.name}: KDE detection ({detect_flags(budget.detect)})")
     start = time.perf_counter()
     result = detect(cfg.run_dir, log=log, **budget.detect)
     status.put(cfg.name, "detect", {"checkpoint": checkpoint.identity, "step": checkpoint.step,
                                     "settings": budget.detect, "report": result["files"]["json"],
                                     "seconds": time.perf_counter() - start})
+    return True
 
 
 def detect_flags(settings: dict) -> str:
@@ -265,13 +270,15 @@ def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "
                                        "suite": "papers", "suite_images": budget.suite_images,
                                        "detect": budget.detect})
     start = time.perf_counter()
-    trained = [r for r in recipes if train_phase(cfgs[r], status, log)]
-    for recipe in trained:
-        eval_phase(cfgs[recipe], budget, status, log)
-    for recipe in trained:
-        if recipe in DETECTED:
-            detect_phase(cfgs[recipe], budget, status, log)
-    status.data["last_call_seconds"] = time.perf_counter() - start
+    outcomes = {r: train_phase(cfgs[r], status, log) for r in recipes}
+    trained = [r for r in recipes if outcomes[r] != "diverged"]
+    ran = sum(o == "ran" for o in outcomes.values())
+    ran += sum(eval_phase(cfgs[r], budget, status, log) for r in trained)
+    ran += sum(detect_phase(cfgs[r], budget, status, log) for r in trained if r in DETECTED)
+    seconds = time.perf_counter() - start
+    status.data["last_call_seconds"] = seconds
+    status.data.setdefault("calls", []).append({"seconds": seconds, "phases": ran, "only": only,
+                                                "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     status.save()
     if results:
         from robustlab.reproduce.pages import write_pages
