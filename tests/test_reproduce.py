@@ -54,6 +54,9 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="--configs"):
         reproduce("small", configs=str(tmp_path / "missing"), out=str(tmp_path), results=None)
     assert main(["reproduce", "--budget", "huge"]) == 2
+    (tmp_path / "reproduce.json").write_text('{"recipes": {')  # cut off mid-write by hand
+    with pytest.raises(UserError, match="not valid JSON.*delete it"):
+        reproduce(TINY, out=str(tmp_path), results=None)
 
 
 def test_reproduce_trains_evaluates_detects_then_skips_everything(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ second call only rewrites the pages.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,8 +47,8 @@ class Budget:
 
 
 BUDGETS = {
-    # Fits 2 hours on 2 CPU cores (measured in docs/results.md): 10,000 training images x 2 epochs,
-    # the suite on 50 test images, detection with a tenth of PDM's iterations.
+    # Fits 2 hours on 2 CPU cores (about 70 min measured, docs/results.md): 10,000 training images x
+    # 2 epochs, the suite on 50 test images, detection with a twentieth of PDM's iterations.
     "small": Budget("small", train_images=10_000, epochs=2, monitor_images=0, suite_images=50,
                     detect={"images": 50, "per_class": 500, "cw_hc_steps": 50, "wb_steps": 50,
                             "proxy_epochs": 1},
@@ -97,10 +98,12 @@ class Status:
     """reproduce.json: per recipe and phase, what was done, at which step, and its seconds."""
 
     def __init__(self, path: Path, header: dict):
-        import json
-
         self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            self.data = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} is not valid JSON ({error}); delete it and run again: the runs are "
+                            "kept, and their evaluations are redone or resumed") from None
         self.data.update(header)
         self.data.setdefault("recipes", {})
 
@@ -112,8 +115,6 @@ class Status:
         self.save()
 
     def save(self) -> None:
-        import json
-
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
