@@ -47,7 +47,7 @@ class Budget:
 
 
 BUDGETS = {
-    # Fits 2 hours on 2 CPU cores (about 70 min measured, docs/results.md): 10,000 training images x
+    # Fits 2 hours on 2 CPU cores (81 min measured, docs/results.md): 10,000 training images x
     # 2 epochs, the suite on 50 test images, detection with a twentieth of PDM's iterations.
     "small": Budget("small", train_images=10_000, epochs=2, monitor_images=0, suite_images=50,
                     detect={"images": 50, "per_class": 500, "cw_hc_steps": 50, "wb_steps": 50,
