@@ -2,7 +2,6 @@
 the B' batch, the truncated-normal eps, the saved image bank, cascade training end to end, and the
 error-surface and transfer analyses."""
 
-import json
 import math
 
 import numpy as np
@@ -19,7 +18,7 @@ from robustlab.analysis import (
     transfer_matrix,
 )
 from robustlab.attacks import ATTACKS, sign_step
-from robustlab.attacks.image_bank import ImageBank, make_bank
+from robustlab.attacks.image_bank import ImageBank, SourceImages, make_bank
 from robustlab.config import load_config
 from robustlab.defenses import TERMS, Step, build_objective
 from robustlab.defenses.adversaries import CascadeAdversary, RandomEpsOneStep, random_eps
@@ -242,21 +241,35 @@ def test_cascade_training_reads_each_batch_images_own_saved_version(tmp_path, mo
     assert len(checked) == 256 // 32 and run.history[-1]["epoch"] == 1
 
 
-def test_cascade_source_bank_is_made_once_in_the_source_run(tmp_path):
-    source = load_config("configs/pivot_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=src"])
+def test_source_images_draw_a_fresh_eps_per_read_as_the_papers_bank_of_every_version():
+    # Table 5: P2's iter_FGSM images for eps = 1..16, "used randomly": every read draws its eps
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    images = torch.randint(30, 220, (6, 1, 28, 28), dtype=torch.uint8)  # no clipping at 0 or 1
+    labels = torch.arange(6) % 3
+    source = SourceImages(model, images, labels, max_eps=4)
+    x0 = images[:1].float() / 255
+    seen = set()
+    for _ in range(40):
+        out = source[torch.tensor([0])]
+        e = round((out - x0).abs().max().item() * 255)
+        seen.add(e)
+        expected = ATTACKS.build("iter_fgsm", eps=e / 255)(model, x0, labels[:1])
+        torch.testing.assert_close(out, expected)
+    assert seen == {1, 2, 3, 4}
+    with pytest.raises(UserError, match="out of range"):
+        source[torch.tensor([6])]
+
+
+def test_cascade_training_reads_the_sources_images(tmp_path):
+    source = load_config("configs/bidirection_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=src"])
     experiment.train(source, log=lambda _: None)
     cfg = load_config("configs/cascade_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=c1",
                                                        f"defense.source={tmp_path / 'src'}"])
-    experiment.train(cfg, log=lambda _: None)
-    (bank_dir,) = (tmp_path / "src" / "adversarial_images").iterdir()
-    meta = json.loads((bank_dir / "meta.json").read_text())
-    assert meta["attack"] == "iter_fgsm" and meta["max_eps"] == 25 and meta["images"] == 256
-    stamp = (bank_dir / "images.npy").stat().st_mtime_ns
-    cfg = load_config("configs/cascade_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=c2", "seed=5",
-                                                       f"defense.source={tmp_path / 'src'}"])
-    experiment.train(cfg, log=lambda _: None)
-    assert (bank_dir / "images.npy").stat().st_mtime_ns == stamp   # a second run reuses it
-    assert len(list((tmp_path / "src" / "adversarial_images").iterdir())) == 1
+    lines = []
+    run = experiment.train(cfg, log=lines.append)
+    assert run.history[-1]["epoch"] == 1
+    assert any("drawn per use" in line and str(tmp_path / "src") in line for line in lines)
     with pytest.raises(UserError, match="defense.source is set"):
         experiment.train(load_config("configs/pivot_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=p",
                                                                    f"defense.source={tmp_path / 'src'}"]),

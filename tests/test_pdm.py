@@ -38,10 +38,17 @@ def fixed_step(y, clean=None, siamese=None, siamese_out=None) -> Step:
 def test_reduce_variance_hand_computed():
     # class 0: (0, 0), (2, 0) -> mean (1, 0), distances 1, 1 -> sigma 1; class 1: (0, 3) alone -> 0;
     # class 2: (0, 0), (0, 4), (0, 8) -> mean (0, 4), distances 4, 0, 4 -> sigma 8/3.
-    # RVL = mean over classes = (1 + 0 + 8/3) / 3 (PDM eq. 5, averaged as Sec. 3.2)
+    # RVL = the sum over classes (PDM Alg. 1 lines 18-22: RVL = RVL + sigma_c) = 1 + 0 + 8/3
     z = t([[0, 0], [2, 0], [0, 3], [0, 0], [0, 4], [0, 8]])
     step = fixed_step([0, 0, 1, 2, 2, 2], clean=Out(None, z, None))
-    assert TERMS.get("reduce_variance")(step).item() == pytest.approx((1 + 0 + 8 / 3) / 3)
+    assert TERMS.get("reduce_variance")(step).item() == pytest.approx(1 + 0 + 8 / 3)
+
+
+def test_reduce_variance_sums_the_classes_as_algorithm_1():
+    # class 0 = {(0,0), (2,0)}: sigma 1; class 1 = {(0,0), (0,4)}: sigma 2 -> RVL 3 (the mean over
+    # classes, the code before this fix, gave 1.5)
+    step = fixed_step([0, 0, 1, 1], clean=Out(None, t([[0, 0], [2, 0], [0, 0], [0, 4]]), None))
+    assert TERMS.get("reduce_variance")(step).item() == pytest.approx(3.0)
 
 
 def test_siamese_cosine_hand_computed():

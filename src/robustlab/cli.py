@@ -196,7 +196,10 @@ def _recipes(args: argparse.Namespace) -> int:
     for row in describe_recipes():
         terms = " + ".join(f"{w:g} {t}" for t, w in row["terms"].items())
         options = ", ".join(f"{k}={v}" for k, v in row["options"].items())
+        forward = {"joint": "one concatenated train-mode forward of every image set",
+                   "separate": "a train-mode forward per image set"}.get(row["forward"], row["forward"])
         print(f"{row['name']}: {row['paper']}\n    loss = {terms}\n    adversary: {row['adversary']}"
+              + f"\n    forward: {forward}"
               + (f"\n    teacher: {row['teacher']}" if row.get("teacher") else "")
               + (f"\n    options: {options}" if options else ""))
     return 0

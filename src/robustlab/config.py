@@ -63,6 +63,9 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 15
     label_smoothing: float = 0.0
+    # all: torch's (mass s / K on every class); wrong_classes: s / (K - 1) on the wrong ones
+    # (the AGKD-BML authors' code)
+    label_smoothing_mode: Literal["all", "wrong_classes"] = "all"
     grad_clip: float | None = None  # max global grad norm
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
@@ -86,6 +89,12 @@ class DefenseConfig:
     # A frozen teacher for terms that read one (AGKD-BML): a run directory or checkpoint. None
     # trains a standard model with this run's settings once, cached as <out_dir>/_teacher_...
     teacher: str | None = None
+    # Start the student from the teacher's weights (ATAT Sec. 3.2: "initialized with the same
+    # parameters as the original network"); needs a teacher of the student's architecture.
+    init_from_teacher: bool = False
+    # joint: the clean / adversarial / partner images in one train-mode forward; separate: one
+    # forward each; None: the recipe's own choice (`robustlab recipes` says which).
+    forward: Literal["joint", "separate"] | None = None
     # Cascade training's already defended network, whose iter_FGSM training images are saved once
     # and injected: a run directory or checkpoint. None trains a `pivot` model with this run's
     # settings (another seed) once, cached as <out_dir>/_cascade-source_...

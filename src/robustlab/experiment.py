@@ -99,8 +99,9 @@ def training_eps(cfg: Config, ds: Dataset) -> float:
 def build_defense(cfg: Config, ds: Dataset):
     """The recipe's objective at the run's eps, options and extra terms."""
     return build_objective(cfg.defense.recipe, eps=training_eps(cfg, ds),
-                           label_smoothing=cfg.train.label_smoothing, terms=cfg.defense.terms,
-                           **cfg.defense.options)
+                           label_smoothing=cfg.train.label_smoothing,
+                           label_smoothing_mode=cfg.train.label_smoothing_mode,
+                           forward=cfg.defense.forward, terms=cfg.defense.terms, **cfg.defense.options)
 
 
 def robust_monitor(cfg: Config, ds: Dataset) -> RobustMonitor | None:
@@ -196,6 +197,8 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
                         "images; remove defense.source or use recipe cascade")
     seed_everything(cfg.seed)
     model = build_model(cfg, ds)
+    if cfg.defense.init_from_teacher:
+        init_from_teacher(model, teacher, cfg)
     data.monitor = robust_monitor(cfg, ds)
     for drawer in (objective.adversary, objective.pairing):  # partners come from the training split
         if hasattr(drawer, "class_index"):
@@ -206,6 +209,16 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
             + (f", {dist.world_size} processes" if dist.enabled else ""))
     return fit(model, objective, data, cfg, device=device, resume=resume, dist=dist,
                log=log if dist.is_main else (lambda _: None), callbacks=callbacks, teacher=teacher)
+
+
+def init_from_teacher(model: Classifier, teacher: FrozenTeacher | None, cfg: Config) -> None:
+    """Copy the teacher's weights into the student (ATAT Sec. 3.2). A resumed run loads its own
+    checkpoint over them afterwards, so only a fresh run starts from the teacher."""
+    if teacher is None:
+        raise UserError(f"defense.init_from_teacher is set, but recipe {cfg.defense.recipe!r} has no "
+                        "teacher; remove it or use a recipe with a teacher term (atat, agkd_bml)")
+    load_weights(model, {"arch": teacher.model.arch, "model": teacher.model.state_dict()},
+                 "teacher (defense.init_from_teacher)")
 
 
 @dataclass
@@ -349,10 +362,10 @@ CASCADE_SOURCE = "cascade-source"
 def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
                  log: Callable[[str], None] = say):
     """The saved iter_FGSM images of the training split that cascade training injects (the Cascade
-    paper Sec. 6), made once from the already defended `defense.source` (default: a `bidirection` stage
-    with this run's settings, seed + 2, as the paper's P2) and kept in the source run's
-    adversarial_images/ for every later run; eps 1..floor(255 eps)/255, one per image."""
-    from robustlab.attacks.image_bank import ImageBank, make_bank, split_digest
+    paper Sec. 6), from the already defended `defense.source` (default: a `bidirection` stage
+    with this run's settings, seed + 2, as the paper's P2), frozen: each read draws its eps from
+    1..floor(255 eps)/255 (`SourceImages`)."""
+    from robustlab.attacks.image_bank import SourceImages
 
     eps = training_eps(cfg, ds)
     max_eps = max(1, int(eps * 255 + 1e-6))
@@ -366,17 +379,8 @@ def cascade_bank(cfg: Config, ds: Dataset, split: Split, device, dist: DistInfo,
         raise UserError(f"the cascade source ({checkpoint}) takes {theirs[1]}-channel images into "
                         f"{theirs[0]} classes, but {ds.name} has {ds.in_channels} channels and "
                         f"{ds.num_classes} classes; give defense.source a model trained on this data set")
-    # One bank per source and split, whatever the student's seed (the paper reuses P2's images).
-    # Named by the source's step too: a source trained further makes a new bank, never reuses the old.
-    digest, step = split_digest(split.images)[:8], loaded.state.get("global_step", 0)
-    name = f"iter_fgsm_{max_eps}_{len(split)}_{digest}_step{step}"
-    path = checkpoint.parent.parent / "adversarial_images" / name
-    if dist.is_main:
-        make_bank(path, model.to(device).eval(), split.images, split.labels, attack="iter_fgsm",
-                  max_eps=max_eps, source=str(checkpoint), device=device, log=log)
-    barrier(dist)
-    log(f"cascade: saved iter_FGSM images from {checkpoint} ({path})")
-    return ImageBank(path)
+    log(f"cascade: iter_FGSM images (eps 1..{max_eps}/255, drawn per use) from {checkpoint}")
+    return SourceImages(FrozenTeacher(model).to(device).model, split.images, split.labels, max_eps)
 
 
 TEACHER = "teacher"

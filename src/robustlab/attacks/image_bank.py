@@ -152,3 +152,40 @@ def _fill(path: Path, meta: dict, model: nn.Module, images: Tensor, labels: Tens
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class SourceImages:
+    """The Cascade paper's saved iter_FGSM images of a frozen source network, made when read.
+
+    The paper saves image i's iter_FGSM version for every eps = 1, 2, ..., max_e (Table 5's
+    P2_iter_FGSM_train) and uses them "randomly during training": each read here draws an eps
+    uniformly from 1..max_eps (0-255 units) per image, with torch's global generator (which
+    checkpoints save), and attacks the unaugmented split image at that eps. The source is frozen
+    and iter_FGSM has no random start, so this is a draw from the paper's bank of all versions,
+    at one iter_FGSM per read instead of max_eps per image made upfront.
+    `SourceImages(...)[indices]` -> float images in [0, 1] on the source's device.
+    """
+
+    def __init__(self, model: nn.Module, images: Tensor, labels: Tensor, max_eps: int,
+                 attack: str = "iter_fgsm"):
+        if not 1 <= max_eps <= 255:
+            raise UserError(f"max_eps={max_eps} is out of range: an integer eps in 0-255 units, 1..255")
+        self.model, self.images, self.labels = model.eval(), images, labels
+        self.max_eps, self.attack = int(max_eps), attack
+        self.device = next(model.parameters()).device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        index = index.cpu()
+        if len(index) and (index.min() < 0 or index.max() >= len(self)):
+            raise UserError(f"saved-image index out of range [0, {len(self)}): another training split")
+        eps = torch.randint(1, self.max_eps + 1, (len(index),))
+        x = self.images[index].float().div(255).to(self.device)
+        y = self.labels[index].to(self.device)
+        out = torch.empty_like(x)
+        for e in eps.unique().tolist():  # one attack call per drawn eps: its step count depends on it
+            rows = (eps == e).nonzero().flatten().to(self.device)
+            out[rows] = ATTACKS.build(self.attack, eps=e / 255)(self.model, x[rows], y[rows])
+        return out

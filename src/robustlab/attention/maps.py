@@ -100,9 +100,19 @@ def grad_cam(model: nn.Module, x: Tensor, cls: Tensor | None = None, *, layer: s
 
 
 def cam_from(feats: Tensor, logits: Tensor, cls: Tensor | None = None, *, create_graph: bool = False,
-             relu: bool = True) -> Tensor:
+             relu: bool = True, rows: slice | None = None) -> Tensor:
     """Grad-CAM from a feature map and the logits computed from it in the same graph, e.g. the
-    outputs a training step already has (`Out.features`, `Out.logits`): no extra forward."""
+    outputs a training step already has (`Out.features`, `Out.logits`): no extra forward.
+    `rows`: the maps of those images only (a slice of a concatenated forward's batch; `cls`
+    then has one class per row of the slice)."""
+    if rows is not None:
+        with torch.enable_grad():
+            (grads,) = torch.autograd.grad(
+                logits[rows].gather(1, cls.view(-1, 1).to(logits.device)).sum(), feats,
+                create_graph=create_graph, retain_graph=True)
+            cam = (grads[rows].mean((2, 3), keepdim=True) * feats[rows]).sum(1)
+        cam = F.relu(cam) if relu else cam
+        return cam if create_graph else cam.detach()
     if cls is None:
         cls = logits.detach().argmax(1)
     if cls.shape != (len(feats),):

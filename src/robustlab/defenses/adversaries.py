@@ -8,8 +8,6 @@ every buffer afterwards, so the attack's forwards never move the running statist
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +21,7 @@ from robustlab.attacks.targets import most_confusing
 from robustlab.data.class_index import ClassIndex
 from robustlab.defenses.step import Pairs
 from robustlab.errors import UserError, check_ranges
+from robustlab.models.modes import buffers_kept
 
 MODES = ("eval", "train")
 
@@ -43,17 +42,6 @@ class _TrainModeView(nn.Module):
             return model(x)
         finally:
             model.train(was_training)
-
-
-@contextlib.contextmanager
-def _buffers_restored(model: nn.Module) -> Iterator[None]:
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
 
 
 def check_mode(mode: str) -> None:
@@ -82,7 +70,7 @@ class AttackAdversary:
         kwargs = {} if target is None else {"target": target}
         if self.mode == "eval":
             return self.attack(model, x, y, **kwargs)
-        with _buffers_restored(model):
+        with buffers_kept(model):
             return self.attack(_TrainModeView(model), x, y, **kwargs)
 
 
@@ -131,7 +119,7 @@ class RandomEpsOneStep:
         if self.mode == "eval":
             direction = sign_step(self.attack, model, x, y)
         else:
-            with _buffers_restored(model):
+            with buffers_kept(model):
                 direction = sign_step(self.attack, _TrainModeView(model), x, y)
         eps = random_eps(len(x), self.max_eps, x)
         return (x + eps.view(-1, *[1] * (x.dim() - 1)) * direction).clamp(0, 1)

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustlab.defenses.step import Adversary, Pairing, Step
+from robustlab.defenses.step import JOINT_SETS, Adversary, Pairing, Step
 from robustlab.defenses.terms import TERMS
 from robustlab.errors import UserError
 
 Term = Callable[[Step], Tensor]
+FORWARDS = ("joint", "separate")
 
 
 @dataclass
@@ -24,7 +25,9 @@ class Objective:
 
     `adversary` makes the step's adversarial inputs (None: the terms need none); `replays`
     trains on each minibatch that many times in a row (Free AT's m; 1 otherwise); `pairing`
-    draws PDM's Siamese counterparts.
+    draws PDM's Siamese counterparts; `forward` is "joint" (the clean, adversarial and partner
+    images the terms read go through one concatenated train-mode forward, as the AGKD-BML and
+    ATAT authors' code) or "separate" (one forward per image set, as the TRADES and MART code).
     """
 
     terms: dict[str, tuple[Term, float]]
@@ -32,7 +35,12 @@ class Objective:
     adversary: Adversary | None = None
     replays: int = 1
     pairing: Pairing | None = None
+    forward: str = "joint"
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.forward not in FORWARDS:
+            raise UserError(f"forward={self.forward!r}: choose {' or '.join(FORWARDS)}")
 
     def __call__(self, step: Step) -> dict[str, Tensor]:
         values = {name: term(step) for name, (term, weight) in self.terms.items() if weight != 0}
@@ -43,6 +51,19 @@ class Objective:
     def needs_teacher(self) -> bool:
         """Whether a term reads teacher outputs; only then is a teacher built."""
         return any("teacher" in TERMS.info[name].get("needs", ()) for name in self.terms)
+
+    @property
+    def image_sets(self) -> tuple[str, ...]:
+        """The Step image sets ("clean", "adv", "partner_adv") the terms read with gradients."""
+        needs = {need for name in self.terms for need in TERMS.info[name].get("needs", ())}
+        wanted = {"clean": "clean", "adv": "adv", "partner_adv": "partner"}
+        return tuple(s for s in JOINT_SETS if wanted[s] in needs)
+
+    @property
+    def joint(self) -> tuple[str, ...]:
+        """What the Step forwards together: every image set under "joint", none under "separate"."""
+        sets = self.image_sets if self.forward == "joint" else ()
+        return sets if len(sets) > 1 else ()
 
     @property
     def weights(self) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from robustlab.attention import NORMALIZATIONS
@@ -24,8 +25,9 @@ from robustlab.defenses.adversaries import (
     check_mode,
     training_pgd,
 )
-from robustlab.defenses.objective import Objective, check_params, make_terms
+from robustlab.defenses.objective import FORWARDS, Objective, check_params, make_terms
 from robustlab.defenses.pairing import SiamesePairing
+from robustlab.defenses.terms import SMOOTHING_MODES
 from robustlab.errors import UserError, check_ranges
 from robustlab.registry import Registry
 
@@ -62,16 +64,18 @@ def madry(eps: float, steps: int = 7, step_size: float | None = None, attack_mod
 def trades(eps: float, beta: float = 6.0, steps: int = 10, step_size: float | None = None,
            attack_mode: str = "eval", label_smoothing: float = 0.0) -> Objective:
     adversary = _pgd(eps, steps, step_size, attack_mode, loss="kl", start_std=0.001)
+    # Separate forwards of x and x_adv, as the authors' train_trades_cifar10.py.
     return _objective("trades", {"clean_ce": {"weight": 1.0, "label_smoothing": label_smoothing},
-                                 "trades_kl": beta}, adversary)
+                                 "trades_kl": beta}, adversary, forward="separate")
 
 
 @RECIPES.register("mart", paper="MART, Wang et al. 2020: BCE(x') + beta KL(p(x) || p(x')) (1 - p_y(x))",
                   adversary="PGD-10 on CE with random start")
 def mart(eps: float, beta: float = 6.0, steps: int = 10, step_size: float | None = None,
          attack_mode: str = "eval") -> Objective:
+    # Separate forwards of x and x_adv, as the authors' mart.py.
     return _objective("mart", {"mart_bce": 1.0, "mart_kl": beta},
-                      _pgd(eps, steps, step_size, attack_mode))
+                      _pgd(eps, steps, step_size, attack_mode), forward="separate")
 
 
 @RECIPES.register("alp", paper="ALP, Kannan et al. 2018: CE on clean + adversarial halves + "
@@ -149,17 +153,18 @@ def pivot(eps: float, lam: float = 0.3, lambda2: float = 1e-5, power: int = 2, o
                   "without (Kurakin's) similarity learning",
                   adversary="saved_fraction of k from the bank (defense.source), the rest step_ll")
 def cascade(eps: float, similarity: bool = True, pivot: bool = True, saved_fraction: float = 0.5,
-            lam: float = 0.3, lambda2: float = 1e-5, power: int = 2, on: str = "logits",
+            lam: float = 0.3, lambda2: float | None = None, power: int = 2, on: str = "logits",
             adv_fraction: float | None = None, attack: str = "step_ll",
             attack_mode: str = "eval") -> Objective:
-    """Table 5: 32 saved images of k = 64. With similarity, the pivot recipe's loss (lambda2 1e-5,
-    see pivot; pivot=False: the bidirectional one) over the k
+    """Table 5: 32 saved images of k = 64. With similarity, the pivot recipe's loss (lambda2 None:
+    1e-5, see pivot; pivot=False: the bidirectional one at the paper's 1e-4) over the k
     images added beside the batch (adv_fraction default 1.0, k / (m - k)); without, Kurakin's loss
     with the k images replacing theirs (adv_fraction default 0.5, k / m). The saved images are
     not augmented (the paper: "we didn't perform random crop for these images"), so with
     data.augment on, a saved image and its clean partner in the distance term differ by the
     partner's crop and flip too, as in the paper; Fashion-MNIST trains without augmentation."""
     fraction = adv_fraction if adv_fraction is not None else (1.0 if similarity else 0.5)
+    lambda2 = lambda2 if lambda2 is not None else (1e-5 if pivot else 1e-4)
     one_step = RandomEpsOneStep(attack=attack, max_eps=eps, fraction=fraction, mode=attack_mode)
     adversary = CascadeAdversary(one_step, saved_fraction)
     if similarity:
@@ -190,12 +195,13 @@ def free_at(eps: float, replays: int = 8, label_smoothing: float = 0.0) -> Objec
 @RECIPES.register("atat", paper="ATAT eq. 7: CE on the clean + adversarial mixture + lambda1 Grad-CAM "
                   "attention transfer (eq. 5, p = 2) + lambda2 ||z(x) - z(x_adv)||_2 (eq. 6)",
                   adversary="PGD-7 with random start (step 2.5 eps / 7)", teacher="standard-trained, frozen")
-def atat(eps: float, at_weight: float = 1.0, lp_weight: float = 0.5, p: float = 2.0,
+def atat(eps: float, at_weight: float = 1.0, lp_weight: float = 1.0, p: float = 2.0,
          layers: list | None = None, steps: int = 7, step_size: float | None = None,
          attack_mode: str = "eval", label_smoothing: float = 0.0) -> Objective:
-    """ATAT does not state lambda1 and lambda2; 1 and 0.5 (ALP's pairing weight) are ours. CE on
-    the mixture is 0.5 CE(x) + 0.5 CE(x_adv), as ALP's. `layers` (module names) sums eq. 5 over
-    more layers than the top conv one."""
+    """lambda1 = lambda2 = 1: ATAT Sec. 4.3 switches its terms on and off with weights 1 and 0. CE
+    on the mixture is 0.5 CE(x) + 0.5 CE(x_adv), as ALP's. `layers` (module names) sums eq. 5
+    over more layers than the top conv one. The student starts from the teacher's weights (Sec.
+    3.2) when defense.init_from_teacher is set, as configs/atat_fmnist.yaml does."""
     ce = {"label_smoothing": label_smoothing}
     return _objective("atat", {"clean_ce": {"weight": 0.5, **ce}, "adv_ce": {"weight": 0.5, **ce},
                                "attention_transfer": {"weight": at_weight, "p": p, "layers": layers},
@@ -368,9 +374,12 @@ def pdm(eps: float | None = None, same_prob: float = 0.5, siamese_weight: float 
 
 
 def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: float = 0.0,
+                    label_smoothing_mode: str = "all", forward: str | None = None,
                     terms: Mapping[str, Any] | None = None, **options: Any) -> Objective:
     """The recipe's objective with `options`, plus extra or re-weighted `terms` (weight 0
-    drops a term). `label_smoothing` reaches the recipe's CE terms where it has them."""
+    drops a term). `label_smoothing` reaches the recipe's CE terms where it has them, spread
+    as `label_smoothing_mode` says (see terms.smoothed_ce); `forward` (joint | separate)
+    replaces the recipe's choice of one or several train-mode forwards."""
     factory = RECIPES.get(recipe)
     check_params("recipe", recipe, factory, options, skip=("eps", "label_smoothing"))
     if eps is not None:
@@ -391,6 +400,17 @@ def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: f
         objective.terms = {name: term for name, term in merged.items() if term[1] != 0}
     if not objective.terms:
         raise UserError(f"recipe {recipe!r} has no term left: every weight is 0")
+    if label_smoothing_mode not in SMOOTHING_MODES:
+        raise UserError(f"train.label_smoothing_mode={label_smoothing_mode!r}: choose "
+                        f"{' or '.join(SMOOTHING_MODES)}")
+    objective.terms = {name: (partial(fn, smoothing_mode=label_smoothing_mode)
+                              if "smoothing_mode" in _parameters(fn) else fn, weight)
+                       for name, (fn, weight) in objective.terms.items()}
+    if forward is not None:
+        if forward not in FORWARDS:
+            raise UserError(f"defense.forward={forward!r}: choose {' or '.join(FORWARDS)} (or null: "
+                            "the recipe's own)")
+        objective.forward = forward
     return objective
 
 
@@ -402,8 +422,9 @@ def describe_recipes(eps: float = 0.1) -> list[dict[str, Any]]:
         objective = factory(**({"eps": eps} if "eps" in _parameters(factory) else {}))
         options = {p.name: p.default for p in inspect.signature(factory).parameters.values()
                    if p.name not in ("eps", "label_smoothing")}
+        forward = objective.forward if len(objective.image_sets) > 1 else "one forward"
         rows.append({"name": name, **RECIPES.info[name], "terms": objective.weights,
-                     "replays": objective.replays, "options": options})
+                     "replays": objective.replays, "forward": forward, "options": options})
     return rows
 
 

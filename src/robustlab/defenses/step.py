@@ -34,6 +34,9 @@ class Siamese(NamedTuple):
     same: Tensor
 
 
+# The image sets a Step can forward together (see Step's `joint`).
+JOINT_SETS = ("clean", "adv", "partner_adv")
+
 # (model, x, y) -> adversarial versions of the first k <= B images of x, or `Pairs`
 # (see defenses.adversaries)
 Adversary = Callable[[nn.Module, Tensor, Tensor], "Tensor | Pairs"]
@@ -48,6 +51,12 @@ class Step:
     `forward_all`, or a DistributedDataParallel wrapper of it, so gradient synchronisation
     happens however many terms read `clean` or `adv`. The adversary is called at most once
     (`x_adv`), and the teacher only when a term reads its outputs.
+
+    `joint` names the image sets ("clean", "adv", "partner_adv") that go through the model as
+    one concatenated train-mode forward, split back per set on the first read of any of them:
+    BatchNorm then normalises them with one batch's statistics and updates its running
+    statistics once, as the AGKD-BML and ATAT authors' code does. Sets not named (and every set
+    when `joint` is empty) get a forward of their own.
     """
 
     def __init__(
@@ -61,7 +70,12 @@ class Step:
         teacher: nn.Module | None = None,
         pairing: Pairing | None = None,
         index: Tensor | None = None,
+        joint: tuple[str, ...] = (),
     ):
+        unknown = set(joint) - set(JOINT_SETS)
+        if unknown:
+            raise ValueError(f"joint forward of unknown image set(s) {sorted(unknown)}; known: {JOINT_SETS}")
+        self.joint = joint
         self.model = model
         self.index = index  # the images' indices in the training split (cascade's saved images)
         self.x = x
@@ -77,10 +91,48 @@ class Step:
         (possibly DDP-wrapped) forward as `clean` and `adv`."""
         return self._forward_all(x)
 
+    def _inputs(self, which: str) -> Tensor:
+        return {"clean": lambda: self.x, "adv": lambda: self.x_adv,
+                "partner_adv": lambda: self.pairs.partner_adv}[which]()
+
+    def _outputs(self, which: str) -> Out:
+        if which in self._joint_sets:
+            return self._joint_outputs[which]
+        return self._forward_all(self._inputs(which))
+
+    @cached_property
+    def _joint_sets(self) -> tuple[str, ...]:
+        """The `joint` sets this batch has (partners only when the adversary made them)."""
+        sets = tuple(s for s in JOINT_SETS if s in self.joint and (s != "partner_adv" or self.has_pairs))
+        return sets if len(sets) > 1 else ()
+
+    @cached_property
+    def _joint_forward(self) -> tuple[Out, dict[str, slice]]:
+        """The one forward of the joint sets, and each set's rows in it."""
+        inputs = [self._inputs(which) for which in self._joint_sets]
+        rows, start = {}, 0
+        for which, x in zip(self._joint_sets, inputs):
+            rows[which], start = slice(start, start + len(x)), start + len(x)
+        return self._forward_all(torch.cat(inputs)), rows
+
+    @cached_property
+    def _joint_outputs(self) -> dict[str, Out]:
+        out, rows = self._joint_forward
+        return {which: Out(*(part[r] for part in out)) for which, r in rows.items()}
+
+    def forward_rows(self, which: str) -> tuple[Out, slice]:
+        """The outputs of the forward that made `which`'s ("clean", "adv", "partner_adv"), and its
+        rows in them: a Grad-CAM differentiates those logits w.r.t. that forward's feature map."""
+        if which in self._joint_sets:
+            out, rows = self._joint_forward
+            return out, rows[which]
+        out = getattr(self, which)
+        return out, slice(0, len(out.logits))
+
     @cached_property
     def clean(self) -> Out:
         """Outputs on the clean batch (one forward, shared by every term)."""
-        return self._forward_all(self.x)
+        return self._outputs("clean")
 
     @cached_property
     def siamese(self) -> Siamese:
@@ -129,7 +181,7 @@ class Step:
     @cached_property
     def partner_adv(self) -> Out:
         """Outputs on the partners' backward adversarial examples (with gradients)."""
-        return self._forward_all(self.pairs.partner_adv)
+        return self._outputs("partner_adv")
 
     @property
     def k(self) -> int:
@@ -143,7 +195,7 @@ class Step:
     @cached_property
     def adv(self) -> Out:
         """Outputs on the adversarial images x_adv (with gradients)."""
-        return self._forward_all(self.x_adv)
+        return self._outputs("adv")
 
     @cached_property
     def mixed(self) -> Out:

@@ -131,6 +131,17 @@ class PooledClassifier(Classifier):
 
 MODELS: Registry[Classifier] = Registry("model")
 
+ACTIVATIONS = ("relu", "leaky_relu")
+
+
+def make_activation(name: str, negative_slope: float) -> nn.Module:
+    """The model option `activation`: ReLU, or Leaky-ReLU with `negative_slope` (PDM App. B trains
+    with Leaky-ReLU(0.1): a unit below zero still passes a gradient, so an embedding pushed
+    towards one point (PDM's reduce-variance loss) cannot die there as a ReLU's all-zero one can)."""
+    require(name in ACTIVATIONS, f"activation {name!r} is not one of {', '.join(ACTIVATIONS)}")
+    require(0 <= negative_slope < 1, f"negative_slope must be in [0, 1), got {negative_slope}")
+    return nn.ReLU() if name == "relu" else nn.LeakyReLU(negative_slope)
+
 # The positional part of every factory's signature; everything after it is a model kwarg.
 _COMMON = ("num_classes", "in_channels", "image_size")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from robustlab.models.base import MODELS, Classifier, conv_out, require_feature_size
+from robustlab.models.base import MODELS, Classifier, conv_out, make_activation, require_feature_size
 
 
 def _padding(image_size: int) -> int:
@@ -23,24 +23,27 @@ def _feature_side(image_size: int) -> int:
 @MODELS.register("lenet", paper="LeCun et al. 1998, LeNet-5")
 class LeNet(Classifier):
     """conv5x5(6)-ReLU-maxpool2, conv5x5(16)-ReLU-maxpool2 -> features [B, 16, 5, 5] (28x28 or
-    32x32 input); flatten -> 120 -> ReLU -> 84 -> ReLU -> embedding [B, 84]; Linear -> logits."""
+    32x32 input); flatten -> 120 -> ReLU -> 84 -> ReLU -> embedding [B, 84]; Linear -> logits.
+    `activation` (relu | leaky_relu, with `negative_slope`) replaces every ReLU."""
 
-    def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28, *,
+                 activation: str = "relu", negative_slope: float = 0.1):
         side = require_feature_size("lenet", image_size, _feature_side)
+        act = lambda: make_activation(activation, negative_slope)
         body = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5, padding=_padding(image_size)),
-            nn.ReLU(),
+            act(),
             nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5),
-            nn.ReLU(),
+            act(),
             nn.MaxPool2d(2),
         )
         embedding = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * side * side, 120),
-            nn.ReLU(),
+            act(),
             nn.Linear(120, 84),
-            nn.ReLU(),
+            act(),
         )
         super().__init__(
             body,

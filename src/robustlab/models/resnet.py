@@ -16,6 +16,7 @@ from robustlab.models.base import (
     MODELS,
     PooledClassifier,
     halved,
+    make_activation,
     require,
     require_feature_size,
 )
@@ -24,8 +25,9 @@ from robustlab.models.base import (
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU (He et al. 2016, fig. 2 left)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    def __init__(self, c_in: int, c_out: int, stride: int, act=nn.ReLU):
         super().__init__()
+        self.act1, self.act2 = act(), act()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
@@ -44,9 +46,9 @@ class BasicBlock(nn.Module):
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.act2(out + self.shortcut(x))
 
 
 @MODELS.register("resnet", paper="He et al. 2016, CIFAR ResNet (depth 6n+2)")
@@ -54,6 +56,7 @@ class ResNet(PooledClassifier):
     """CIFAR ResNet of `depth` = 6n + 2 layers; `width` = channels of the first stage (16 in the
     paper; the stages have width, 2 width, 4 width channels).
 
+    `activation` (relu | leaky_relu, with `negative_slope`) is every block's nonlinearity.
     Features: last stage output after ReLU [B, 4 width, ceil(S/4), ceil(S/4)] for an SxS input;
     embedding: global average pool [B, 4 width].
     """
@@ -66,7 +69,10 @@ class ResNet(PooledClassifier):
         *,
         depth: int = 20,
         width: int = 16,
+        activation: str = "relu",
+        negative_slope: float = 0.1,
     ):
+        act = lambda: make_activation(activation, negative_slope)
         require(
             depth >= 8 and (depth - 2) % 6 == 0,
             f"resnet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}",
@@ -77,12 +83,12 @@ class ResNet(PooledClassifier):
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
-            nn.ReLU(),
+            act(),
         ]
         c_in = width
         for stage, c_out in enumerate((width, 2 * width, 4 * width)):
             for i in range(n):
-                layers.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
+                layers.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1, act=act))
                 c_in = c_out
         super().__init__(
             nn.Sequential(*layers), feature_channels=4 * width, num_classes=num_classes,
@@ -91,8 +97,10 @@ class ResNet(PooledClassifier):
 
 
 def _preset(depth: int):
-    def factory(num_classes: int, in_channels: int, image_size: int, width: int = 16) -> ResNet:
-        return ResNet(num_classes, in_channels, image_size, depth=depth, width=width)
+    def factory(num_classes: int, in_channels: int, image_size: int, width: int = 16,
+                activation: str = "relu", negative_slope: float = 0.1) -> ResNet:
+        return ResNet(num_classes, in_channels, image_size, depth=depth, width=width,
+                      activation=activation, negative_slope=negative_slope)
 
     factory.__name__ = f"resnet{depth}"
     factory.__doc__ = f"CIFAR ResNet-{depth} (He et al. 2016)."

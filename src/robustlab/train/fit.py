@@ -236,7 +236,7 @@ def fit(
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     best_key = "val_acc" if "val" in data.evals else "test_acc"
 
-    with _stop_on_signals(run):
+    with _stop_on_signals(run), deterministic_algorithms():
         while run.epoch < tc.epochs:
             model.train()
             epoch_start, seen_at_start = time.perf_counter(), sums.get("n", torch.zeros(())).item()
@@ -254,7 +254,8 @@ def fit(
                 index = None if order is None else order[run.batch * bs: run.batch * bs + len(y)]
                 for _ in range(replays):
                     step = Step(model, x, y, forward_all=forward_all, adversary=adversary,
-                                teacher=teacher, pairing=getattr(objective, "pairing", None), index=index)
+                                teacher=teacher, pairing=getattr(objective, "pairing", None), index=index,
+                                joint=getattr(objective, "joint", ()))
                     where = f"epoch {run.epoch + 1}, batch {run.batch} (step {run.global_step})"
                     terms = _train_step(step, objective, optimizer, scaler, scheduler, autocast, tc,
                                         where=where, last=run.last_checkpoint)
@@ -341,6 +342,24 @@ def fit(
             if run.stop_requested and not run.finished:
                 raise Interrupted(run)
     return run
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """torch.use_deterministic_algorithms(True, warn_only=True) while training, restored after:
+    an op with no deterministic kernel warns instead of silently making two runs differ (the
+    parallel CPU index_put_ accumulate once did, see defenses.terms._sml_triplets). On CUDA it
+    needs CUBLAS_WORKSPACE_CONFIG, set here when unset (a fixed cuBLAS workspace: a few MB)."""
+    import os
+
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
 def _train_step(step: Step, objective: Objective, optimizer, scaler, scheduler, autocast, tc,
