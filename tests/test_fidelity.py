@@ -236,3 +236,23 @@ def test_two_trainings_of_every_recipe_end_with_identical_weights(tmp_path):
         if not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]):
             failed.append(recipe)
     assert not failed
+
+
+# ---- fault 2: PDM's activation ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["small_cnn", "lenet", "resnet20"])
+def test_leaky_relu_option_replaces_every_relu(name):
+    model = create_model(name, num_classes=10, in_channels=1, image_size=28, activation="leaky_relu",
+                         negative_slope=0.1)
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.LeakyReLU in kinds and torch.nn.ReLU not in kinds
+    assert all(m.negative_slope == 0.1 for m in model.modules() if isinstance(m, torch.nn.LeakyReLU))
+    assert create_model(name, 10, 1, 28).arch["activation"] == "relu"
+    with pytest.raises(UserError, match="activation"):
+        create_model(name, 10, 1, 28, activation="gelu")
+
+
+def test_pdm_configs_use_leaky_relu():
+    for recipe in ("pdm", "siamese_rvl"):
+        cfg = load_config(f"configs/{recipe}_fmnist.yaml", [])
+        assert cfg.model.options["activation"] == "leaky_relu"

@@ -128,8 +128,8 @@ class RandomEpsOneStep:
 @dataclass
 class CascadeAdversary:
     """Cascade adversarial training (Na et al. 2018 Sec. 6): of the k = round(fraction * B)
-    adversarial images, the last round(saved_fraction * k) are the images' versions in a bank made
-    once from an already defended network (iter_FGSM, `robustlab.attacks.image_bank`); the others
+    adversarial images, the last round(saved_fraction * k) are the images' iter_FGSM versions from
+    an already defended network (`robustlab.attacks.image_bank.SourceImages`); the others
     are one-step images from the network being trained (`one_step`). Table 5: 32 of k = 64.
 
     `bank` is set by robustlab.experiment.train; the Step passes the batch's training-split
