@@ -28,9 +28,9 @@ from results_file import wrap_prose, write_section
 from sklearn.neighbors import KernelDensity
 
 from robustlab.config import load_config
-from robustlab.detect import KDEDetector
-from robustlab.detection import _outputs, detect
+from robustlab.detectors import KDEDetector
 from robustlab.experiment import load_data, load_run, train
+from robustlab.experiment.detect import _outputs, detect
 from robustlab.io import atomic_write_text
 from robustlab.reproduce.papers import TABLES
 

@@ -30,9 +30,9 @@ import robustlab
 from robustlab.attacks import ATTACKS
 from robustlab.config import load_config
 from robustlab.data import Batches
-from robustlab.detection import detect
 from robustlab.eval.attack_run import attack_batches
 from robustlab.experiment import evaluate_clean, load_data, load_run, train
+from robustlab.experiment.detect import detect
 
 RECIPES = ("madry", "alp", "atat", "aad_madry", "aad_alp", "agkd_bml", "rce", "siamese_rvl", "pdm",
            "bidirection", "cascade")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from robustlab.config import load_config
 from robustlab.defenses import build_objective
-from robustlab.experiment import build_model, load_data, make_batches, seed_everything
+from robustlab.experiment import RunDir, build_model, load_data, make_batches, seed_everything
 from robustlab.train import fit
 
 
@@ -43,7 +43,8 @@ def ours(cfg, model, data) -> float:
     objective = build_objective("standard")
     data.evals = {}  # time training only
     start = time.perf_counter()
-    fit(model, objective, data, cfg, device=torch.device("cpu"), log=lambda _: None)
+    fit(model, objective, data, cfg, device=torch.device("cpu"), files=RunDir(cfg.run_dir).files(),
+        log=lambda _: None)
     return len(data.train) * cfg.data.batch_size / (time.perf_counter() - start)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import robustlab.experiment as experiment
+import robustlab.experiment.training as training
 from robustlab.analysis import (
     gradient_correlation,
     label_leaking,
@@ -235,7 +236,7 @@ def test_cascade_training_reads_each_batch_images_own_saved_version(tmp_path, mo
         return x_adv
 
     monkeypatch.setattr(CascadeAdversary, "__call__", checking)
-    monkeypatch.setattr(experiment, "cascade_bank", lambda cfg, ds, split, *a, **k: IdentityBank(split))
+    monkeypatch.setattr(training, "cascade_bank", lambda cfg, ds, split, *a, **k: IdentityBank(split))
     cfg = load_config("configs/cascade_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=c"])
     run = experiment.train(cfg, log=lambda _: None)
     assert len(checked) == 256 // 32 and run.history[-1]["epoch"] == 1

@@ -9,8 +9,8 @@ import torch
 from robustlab.attacks import ATTACKS
 from robustlab.cli import main
 from robustlab.config import load_config
-from robustlab.detection import _outputs, detection_of, fit_detector, kde_evading_cw
 from robustlab.experiment import load_data, load_run, train
+from robustlab.experiment.detect import _outputs, detection_of, fit_detector, kde_evading_cw
 
 TINY = ["data.name=synthetic", "data.options={train_size: 512, test_size: 128}", "data.batch_size=64",
         "model.options={width: 8, embedding_dim: 32}", "train.epochs=5", "train.monitor_images=0"]

@@ -24,7 +24,7 @@ from robustlab.attacks import ATTACKS
 from robustlab.cli import main
 from robustlab.config import load_config
 from robustlab.experiment import train
-from robustlab.explain import explain
+from robustlab.experiment.explain import explain
 
 TINY = ["data.name=synthetic", "data.options={train_size: 256, test_size: 128}", "data.batch_size=32",
         "model.options={width: 8, embedding_dim: 32}", "train.epochs=1", "train.monitor_images=0"]

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import robustlab.experiment as experiment
+import robustlab.experiment.training as training
 from robustlab.config import load_config
 from robustlab.defenses import RECIPES, TERMS, FrozenTeacher, Step, build_objective
 from robustlab.defenses.step import Pairs, Siamese
@@ -122,7 +123,7 @@ TINY = ["data.name=synthetic", "data.options={train_size: 128, test_size: 64}", 
 
 def test_atat_student_starts_from_the_teacher(tmp_path, monkeypatch):
     seen = {}
-    original = experiment.fit
+    original = training.fit
 
     def capture(model, objective, data, cfg, **kw):
         if kw["teacher"] is None:  # the teacher stage's own training
@@ -132,7 +133,7 @@ def test_atat_student_starts_from_the_teacher(tmp_path, monkeypatch):
         seen["weights"] = objective.weights
         return original(model, objective, data, cfg, **kw)
 
-    monkeypatch.setattr(experiment, "fit", capture)
+    monkeypatch.setattr(training, "fit", capture)
     cfg = load_config("configs/atat_fmnist.yaml", [*TINY, f"out_dir={tmp_path}", "name=a"])
     assert cfg.defense.init_from_teacher
     experiment.train(cfg, log=lambda _: None)

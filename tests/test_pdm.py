@@ -12,7 +12,7 @@ from robustlab.data import ClassIndex, Split
 from robustlab.defenses import TERMS, Step
 from robustlab.defenses.pairing import SiamesePairing
 from robustlab.defenses.step import Siamese
-from robustlab.detect import KDEDetector, detection_auc, detection_rate, roc
+from robustlab.detectors import KDEDetector, detection_auc, detection_rate, roc
 from robustlab.errors import UserError
 from robustlab.experiment import train
 from robustlab.models import Out

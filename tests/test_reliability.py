@@ -281,7 +281,8 @@ def test_html_escapes_every_user_supplied_string(tmp_path):
     page = Path(report["files"]["html"]).read_text()
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page and "&lt;img src=x" in page
-    from robustlab.report import compare_html, load_report
+    from robustlab.experiment.compare import load_report
+    from robustlab.report import compare_html
 
     both = compare_html([load_report(tmp_path / "rep" / "report.json")] * 2)
     assert "<script" not in both and "<img" not in both

@@ -20,8 +20,9 @@ from robustlab.eval import suite_run
 from robustlab.eval.suite import load_suite, suite_names
 from robustlab.eval.suite_run import run_suite
 from robustlab.experiment import evaluate_suite, train
+from robustlab.experiment.compare import load_report
 from robustlab.models import create_model
-from robustlab.report import compare_markdown, load_report, schema
+from robustlab.report import compare_markdown, schema
 
 TINY = ["data.name=synthetic", "data.options={train_size: 256, test_size: 64}", "data.batch_size=32",
         "model.options={width: 8, embedding_dim: 32}", "train.epochs=2", "train.monitor_images=0"]

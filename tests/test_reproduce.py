@@ -14,7 +14,7 @@ from robustlab.reproduce import BUDGETS, RECIPES, Budget, recipe_config, reprodu
 from robustlab.reproduce.claims import CLAIMS, Claim, standard_error, verdict
 from robustlab.reproduce.pages import Results, claim_rows, claims_section, paper_section
 from robustlab.reproduce.papers import TABLES, PaperTable
-from robustlab.train import Callback, Interrupted
+from robustlab.train import Callback, Diverged, Interrupted
 
 TINY = Budget("tiny", train_images=128, epochs=1, monitor_images=0, suite_images=6,
               detect={"images": 6, "per_class": 10, "cw_hc_steps": 2, "wb_steps": 2, "proxy_epochs": 1})
@@ -79,7 +79,7 @@ def test_reproduce_trains_evaluates_detects_then_skips_everything(tmp_path, monk
 
     monkeypatch.setattr(experiment, "train", never)
     monkeypatch.setattr(experiment, "evaluate_suite", never)
-    monkeypatch.setattr("robustlab.detection.detect", never)
+    monkeypatch.setattr("robustlab.experiment.detect.detect", never)
     page.unlink()
     again = reproduce(TINY, only="pdm,standard", dataset="synthetic", out=str(out), results=str(page),
                       log=quiet)
@@ -107,7 +107,7 @@ def test_a_longer_budget_resumes_the_run_and_evaluates_it_again(tmp_path):
 def test_a_diverging_recipe_is_recorded_and_skipped_later(tmp_path, monkeypatch):
     def diverge(cfg, **kwargs):
         cfg.run_dir.mkdir(parents=True, exist_ok=True)  # as train does before its first step
-        raise UserError("non-finite loss at epoch 1, batch 3 in term(s) embedding_distance")
+        raise Diverged("non-finite loss at epoch 1, batch 3 in term(s) embedding_distance")
 
     monkeypatch.setattr(experiment, "train", diverge)
     out = str(tmp_path / "runs")

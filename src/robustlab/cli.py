@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from robustlab import __version__
 from robustlab.errors import UserError
@@ -26,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
         out_dir = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("out_dir=")), "runs")
         if name is None:
             raise UserError("--resume needs --config FILE or name=RUN to find the run")
-        cfg = experiment.resolve_resume_config(name, out_dir, args.overrides)
+        cfg = experiment.RunDir(Path(out_dir) / name).saved_config(args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
     try:
@@ -71,8 +72,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from robustlab.experiment.compare import load_report
     from robustlab.io import atomic_write_text
-    from robustlab.report import compare_html, compare_markdown, load_report
+    from robustlab.report import compare_html, compare_markdown
 
     reports = [load_report(path) for path in args.runs]
     out = Path(args.out)
@@ -101,7 +103,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from robustlab.detection import detect
+    from robustlab.experiment.detect import detect
 
     result = detect(args.run, which=args.checkpoint, images=args.images, per_class=args.per_class,
                     bandwidth=args.bandwidth, threats=tuple(t.strip() for t in args.threats.split(",")),
@@ -122,7 +124,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from robustlab.explain import explain
+    from robustlab.experiment.explain import explain
 
     overlay = None
     if args.overlay_classes:
@@ -226,14 +228,7 @@ def _models(args: argparse.Namespace) -> int:
 CHECKPOINTS = ["last", "best", "best_robust"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="robustlab", description="Train, attack, detect and explain robust image classifiers."
-    )
-    parser.add_argument("--version", action="version", version=f"robustlab {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model from a config (and key=value overrides)")
     p.add_argument("--config", "-c", help="YAML config (see configs/); defaults when omitted")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -245,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--force", action="store_true", help="replace an existing run directory")
     p.set_defaults(func=_train)
 
+
+def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="clean test accuracy of a run or checkpoint")
     p.add_argument("run", help="run directory (runs/NAME) or checkpoint file")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
@@ -264,11 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report directory (default: RUN/report)")
     p.set_defaults(func=_eval)
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="runs side by side (their report.json), best per column marked")
     p.add_argument("runs", nargs="+", help="run directories or report.json files")
     p.add_argument("--out", default="runs/compare", help="where compare.md and compare.html go")
     p.set_defaults(func=_compare)
 
+
+def _add_detect(sub) -> None:
     p = sub.add_parser("detect", help="KDE detection of adversarial inputs under gray-, white- and black-box "
                        "threat models (PDM Tables 1-4) -> RUN/detect/")
     p.add_argument("run", help="run directory or checkpoint file")
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the data set lives (default: the run's)")
     p.set_defaults(func=_detect)
 
+
+def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="what runs look at: attention maps, attention studies, embeddings, "
                        "loss landscapes, error surface and transfer (PNGs + explain.html)")
     p.add_argument("runs", nargs="+", help="run directories or checkpoint files, shown side by side")
@@ -309,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the data set lives (default: the run's)")
     p.set_defaults(func=_explain)
 
+
+def _add_attack(sub) -> None:
     p = sub.add_parser("attack", help="attack a run or checkpoint on its data set")
     p.add_argument("run", help="run directory (runs/NAME) or checkpoint file")
     p.add_argument("--attack", "-a", default="pgd", help="attack name (robustlab attacks lists them)")
@@ -323,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=_attack)
+
+
+def _add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="train every recipe, evaluate each with the papers suite, run "
                        "PDM detection, and write docs/results.md + docs/results.html (resumable)")
     p.add_argument("--budget", required=True, help="small (2 h on 2 CPU cores) or full (the configs' "
@@ -336,16 +344,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default="configs", help="where <recipe>_fmnist.yaml are")
     p.set_defaults(func=_reproduce)
 
+
+def _add_attacks(sub) -> None:
     p = sub.add_parser("attacks", help="list the attacks with their papers and defaults")
     p.set_defaults(func=_attacks)
 
+
+def _add_recipes(sub) -> None:
     p = sub.add_parser("recipes", help="list the defense recipes: paper, loss terms, adversary, options")
     p.set_defaults(func=_recipes)
 
+
+def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="which datasets are available here, and where")
     p.set_defaults(func=_datasets)
+
+
+def _add_models(sub) -> None:
     p = sub.add_parser("models", help="list the registered model architectures")
     p.set_defaults(func=_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustlab", description="Train, attack, detect and explain robust image classifiers."
+    )
+    parser.add_argument("--version", action="version", version=f"robustlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train, _add_eval, _add_compare, _add_detect, _add_explain, _add_attack, _add_reproduce,
+                _add_attacks, _add_recipes, _add_datasets, _add_models):
+        add(sub)
     return parser
 
 

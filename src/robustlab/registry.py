@@ -43,8 +43,9 @@ class Registry(Generic[T]):
     def build(self, name: str, **kwargs: Any) -> T:
         return self.get(name)(**kwargs)
 
-    def names(self) -> list[str]:
-        return sorted(self._factories)
+    def names(self, *, registered_order: bool = False) -> list[str]:
+        """Sorted, or in the order they were registered (the order their modules define them)."""
+        return list(self._factories) if registered_order else sorted(self._factories)
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories

@@ -10,7 +10,6 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import PGD
-from robustlab.attacks.base import frozen_eval
 from robustlab.attention import (
     cam_from,
     channel_mean,
@@ -21,6 +20,7 @@ from robustlab.attention import (
     upsample,
 )
 from robustlab.errors import UserError
+from robustlab.models.modes import frozen_eval
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 

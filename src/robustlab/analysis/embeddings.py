@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import frozen_eval
 from robustlab.errors import UserError
+from robustlab.models.modes import frozen_eval
 
 
 def embeddings(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.attacks import sign_step
-from robustlab.attacks.base import frozen_eval, input_grad
+from robustlab.attacks.base import input_grad
 from robustlab.errors import UserError
+from robustlab.models.modes import frozen_eval
 
 DIRECTIONS = ("step_ll", "step_fgsm", "random_sign")
 # Fig. 5's pairs of images whose input gradients are compared

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.attacks.base import frozen_eval, input_grad
+from robustlab.attacks.base import input_grad
+from robustlab.models.modes import frozen_eval
 
 
 def loss_landscape(model: nn.Module, x: Tensor, y: Tensor, radius: float = 0.1, steps: int = 21,

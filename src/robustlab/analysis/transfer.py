@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import frozen_eval
 from robustlab.errors import UserError
+from robustlab.models.modes import frozen_eval
 
 
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:

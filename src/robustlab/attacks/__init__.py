@@ -9,7 +9,7 @@ from robustlab.attacks import (  # noqa: F401  (registers cw_l2, jsma, spsa, squ
     square,
 )
 from robustlab.attacks.adversarial_set import load_adversarial_set, save_adversarial_set
-from robustlab.attacks.base import Attack, check_inputs, frozen_eval
+from robustlab.attacks.base import Attack, check_inputs
 from robustlab.attacks.losses import LOSSES, ce, cw_margin, dlr, is_adversarial
 from robustlab.attacks.pgd import PGD
 from robustlab.attacks.presets import ATTACKS, kurakin_steps, sign_step
@@ -17,6 +17,7 @@ from robustlab.attacks.targets import TARGETS, least_likely, most_confusing, ran
 from robustlab.attacks.threat import Threat
 from robustlab.attacks.transfer import Transfer, transfer
 from robustlab.attacks.worst_case import WorstCase, worst_case
+from robustlab.models.modes import frozen_eval
 
 __all__ = [
     "ATTACKS", "LOSSES", "PGD", "TARGETS", "Attack", "Threat", "ce", "check_inputs", "cw_margin",

@@ -38,10 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import check_inputs, frozen_eval
+from robustlab.attacks.base import check_inputs
 from robustlab.attacks.build import register_bounded
 from robustlab.attacks.threat import Threat
 from robustlab.errors import UserError, check_ranges
+from robustlab.models.modes import frozen_eval
 
 REFERENCE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")

@@ -7,10 +7,8 @@ w.r.t. the input only (`torch.autograd.grad`), so parameter `.grad` and BN stati
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import warnings
-from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -23,23 +21,6 @@ class Attack(Protocol):
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
         """x_adv (detached, same shape/dtype/device as x) for inputs x in [0, 1], labels y."""
         ...
-
-
-@contextlib.contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and requires_grad=False for the duration; restores each module and parameter."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def check_inputs(x: Tensor, y: Tensor, target: Tensor | None = None) -> None:

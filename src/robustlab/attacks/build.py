@@ -1,52 +1,26 @@
-"""Registry factories for attacks that are their own dataclass (CW-L2, JSMA, SPSA, Square).
+"""Registry factories for attacks that are their own dataclass (SPSA, Square, AutoAttack).
 
-Every factory has the registry's signature `(eps=None, norm="linf", **params)` and names the bad
-value and the valid choices in its `UserError`, like the PGD presets do.
+Every factory has the registry's signature `(eps=None, norm="linf", **params)` and checks its
+parameters with `attacks.params`, as the PGD presets do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
+from robustlab.attacks.params import attack_params, bounded_threat
 from robustlab.attacks.presets import ATTACKS
-from robustlab.attacks.threat import Threat
-from robustlab.errors import UserError
 
 
-def attack_params(name: str, cls: type, params: dict[str, Any], defaults: dict[str, Any],
-                  extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`defaults` updated by `params`, after refusing any name that is not a field of the
-    dataclass `cls` (`threat` is built from eps and norm, so it is refused too)."""
-    valid = {f.name for f in fields(cls)} - {"threat"}
-    unknown = sorted(set(params) - valid)
-    if unknown:
-        allowed = sorted(valid | {"eps", "norm", *extra})
-        raise UserError(f"unknown parameter(s) {', '.join(unknown)} for attack {name!r}; "
-                        f"valid: {', '.join(allowed)}")
-    return {**defaults, **params}
-
-
-def bounded_threat(name: str, eps: float | None, norm: str, norms: tuple[str, ...]) -> Threat:
-    """The ball a bounded attack stays in; eps is required and norm must be one it supports."""
-    if eps is None:
-        raise UserError(f"attack {name!r} needs eps (e.g. eps=0.1 for Fashion-MNIST, 8/255 for CIFAR)")
-    check_norm(name, norm, norms)
-    return Threat(norm, eps)
-
-
-def check_norm(name: str, norm: str, norms: tuple[str, ...]) -> None:
-    if norm not in norms:
-        raise UserError(f"attack {name!r} does not support norm={norm!r}: choose {' or '.join(norms)}")
-
-
-def register_bounded(name: str, cls: type, *, paper: str, norms: tuple[str, ...],
+def register_bounded(name: str, cls: type, *, paper: str, norms: tuple[str, ...], kind: str = "iterative",
                      **defaults: Any) -> Callable[..., Any]:
-    """Register `cls(threat=Threat(norm, eps), **params)` as a bounded attack `name`."""
+    """Register `cls(threat=Threat(norm, eps), **params)` as a bounded attack `name` of `kind`
+    (`robustlab.attacks.presets.KINDS`)."""
     def factory(eps: float | None = None, norm: str = "linf", **params: Any) -> Any:
         threat = bounded_threat(name, eps, norm, norms)
         return cls(threat=threat, **attack_params(name, cls, params, defaults))
 
     factory.__doc__ = paper
-    return ATTACKS.register(name, paper=paper, defaults=defaults, norms=norms, bounded=True)(factory)
+    return ATTACKS.register(name, paper=paper, defaults=defaults, norms=norms, bounded=True,
+                            kind=kind)(factory)

@@ -16,17 +16,17 @@ from torch import Tensor, nn
 
 from robustlab.attacks.base import (
     check_inputs,
-    frozen_eval,
     input_grad,
     sample_seeds,
     warn_if_probabilities,
 )
-from robustlab.attacks.build import attack_params, check_norm
 from robustlab.attacks.losses import cw_margin, is_adversarial
+from robustlab.attacks.params import attack_params, check_norm
 from robustlab.attacks.presets import ATTACKS
 from robustlab.attacks.targets import TARGETS
 from robustlab.attacks.threat import Threat
 from robustlab.errors import UserError, check_ranges
+from robustlab.models.modes import frozen_eval
 
 _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # Adam (Kingma & Ba 2015) defaults, as in CW's code
 _ATANH_SCALE = 1 - 1e-6  # keeps atanh finite at pixels 0 and 1 (CW's reference code: 0.999999)
@@ -182,4 +182,5 @@ _PAPER = ("CW-L2, Carlini & Wagner S&P 2017 (Sec. VI): Adam (lr 0.01, 1000 steps
           "||x'-x||^2 + c f6, 9 binary-search steps on c from 1e-3; minimal distortion (eps is "
           "ignored unless bound=True)")
 _factory.__doc__ = _PAPER
-ATTACKS.register("cw_l2", paper=_PAPER, defaults=_DEFAULTS, norms=("l2",), bounded=False)(_factory)
+ATTACKS.register("cw_l2", paper=_PAPER, defaults=_DEFAULTS, norms=("l2",), bounded=False,
+                 kind="iterative")(_factory)

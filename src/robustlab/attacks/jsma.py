@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import check_inputs, frozen_eval, sample_seeds, warn_if_probabilities
-from robustlab.attacks.build import attack_params
+from robustlab.attacks.base import check_inputs, sample_seeds, warn_if_probabilities
+from robustlab.attacks.params import attack_params
 from robustlab.attacks.presets import ATTACKS
 from robustlab.attacks.targets import TARGETS
 from robustlab.errors import check_ranges
+from robustlab.models.modes import frozen_eval
 
 SALIENCY_ON = ("logits", "probs")
 _PAIR_ELEMENTS = 2 ** 23  # samples per saliency chunk: [chunk, n, n] pair scores stay ~32 MB each
@@ -144,4 +145,5 @@ _PAPER = ("JSMA, Papernot et al. EuroS&P 2016 (Alg. 3): targeted (random other c
           "saliency on the softmax Jacobian (eq. 8-9), theta +1, at most gamma = 10% of features; L0, so eps "
           "and norm are ignored")
 _factory.__doc__ = _PAPER
-ATTACKS.register("jsma", paper=_PAPER, defaults=_DEFAULTS, norms=("linf",), bounded=False)(_factory)
+ATTACKS.register("jsma", paper=_PAPER, defaults=_DEFAULTS, norms=("linf",), bounded=False,
+                 kind="iterative")(_factory)

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from robustlab.attacks.base import (
     check_inputs,
-    frozen_eval,
     input_grad,
     sample_seeds,
     seeded_uniform,
@@ -21,6 +20,7 @@ from robustlab.attacks.targets import TARGETS
 from robustlab.attacks.threat import Threat
 from robustlab.attention import cam_from, features_and_logits, grad_cam, normalize, threshold_area
 from robustlab.errors import UserError, check_ranges
+from robustlab.models.modes import frozen_eval
 
 
 @dataclass(frozen=True)

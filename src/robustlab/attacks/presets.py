@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from robustlab.attacks.params import attack_params, bounded_threat
 from robustlab.attacks.pgd import PGD
-from robustlab.attacks.threat import Threat
 from robustlab.errors import UserError
 from robustlab.registry import Registry
 
 ATTACKS: Registry = Registry("attack")
+# Each attack's registry info `kind`: what the masking checks compare (one step vs iterative,
+# gradient-based vs gradient-free); a suite entry with a source is "transfer".
+KINDS = ("single_step", "iterative", "gradient_free")
+NORMS = ("linf", "l2")  # the PGD family's
 
 
 def kurakin_steps(eps: float) -> int:
@@ -42,22 +46,18 @@ def sign_step(name: str, model, x, y):
 def _register(name: str, paper: str, step_rule: Callable[[float, int], float] | None = None,
               steps_rule: Callable[[float], int] | None = None, **defaults: Any) -> None:
     def factory(eps: float | None = None, norm: str = "linf", **params: Any) -> PGD:
-        if eps is None:
-            raise UserError(f"attack {name!r} needs eps (e.g. eps=0.1 for Fashion-MNIST, 8/255 for CIFAR)")
-        unknown = set(params) - set(PGD.__dataclass_fields__) - {"threat"}
-        if unknown or "threat" in params:
-            valid = sorted(set(PGD.__dataclass_fields__) - {"threat"} | {"eps", "norm"})
-            raise UserError(f"unknown parameter(s) {', '.join(sorted(unknown or {'threat'}))} for attack "
-                            f"{name!r}; valid: {', '.join(valid)}")
-        merged = {**defaults, **params}
+        threat = bounded_threat(name, eps, norm, NORMS)
+        merged = attack_params(name, PGD, params, defaults)
         if steps_rule is not None and "steps" not in params:
             merged["steps"] = steps_rule(eps)
         if step_rule is not None and "step_size" not in params:
             merged["step_size"] = step_rule(eps, merged.get("steps", 1))
-        return PGD(threat=Threat(norm, eps), **merged)
+        return PGD(threat=threat, **merged)
 
     factory.__doc__ = paper
-    ATTACKS.register(name, paper=paper, defaults=defaults, norms=("linf", "l2"), bounded=True)(factory)
+    kind = "single_step" if defaults.get("steps") == 1 else "iterative"
+    ATTACKS.register(name, paper=paper, defaults=defaults, norms=NORMS, bounded=True,
+                     kind=kind)(factory)
 
 
 ONE_STEP = dict(steps=1, random_start=False)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import check_inputs, frozen_eval, sample_seeds, seeded_uniform
+from robustlab.attacks.base import check_inputs, sample_seeds, seeded_uniform
 from robustlab.attacks.build import register_bounded
 from robustlab.attacks.losses import LOSSES, is_adversarial
 from robustlab.attacks.threat import Threat
 from robustlab.errors import check_ranges
+from robustlab.models.modes import frozen_eval
 
 _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # Kingma & Ba (2015) defaults, as in the paper's Adam
 
@@ -113,7 +114,7 @@ class SPSA:
 
 
 register_bounded(
-    "spsa", SPSA, norms=("linf", "l2"),
+    "spsa", SPSA, norms=("linf", "l2"), kind="gradient_free",
     paper="SPSA, Uesato et al. ICML 2018 (Alg. 1): Adam (lr 0.01) on an SPSA gradient estimate "
           "from 128 Rademacher probes of size 0.01, 100 steps, margin loss; no autograd",
     steps=100, samples=128, delta=0.01, lr=0.01,

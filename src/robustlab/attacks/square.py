@@ -14,11 +14,12 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import check_inputs, frozen_eval, sample_seeds
+from robustlab.attacks.base import check_inputs, sample_seeds
 from robustlab.attacks.build import register_bounded
 from robustlab.attacks.losses import LOSSES, is_adversarial
 from robustlab.attacks.threat import Threat
 from robustlab.errors import UserError, check_ranges
+from robustlab.models.modes import frozen_eval
 
 # An L-inf proposal that leaves the window unchanged (e.g. both signs clip to the same values)
 # wastes a query; the reference code redraws its signs until it changes something. Bounded here
@@ -228,7 +229,7 @@ class Square:
 
 
 register_bounded(
-    "square", Square, norms=("linf", "l2"),
+    "square", Square, norms=("linf", "l2"), kind="gradient_free",
     paper="Square Attack, Andriushchenko et al. ECCV 2020 (Alg. 1-3): random search with square "
           "updates on the margin loss, 1000 queries, p_init 0.8",
     steps=1000, p_init=0.8,

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack
+from robustlab.models.modes import eval_mode
 
 
 @dataclass
@@ -26,12 +27,8 @@ class WorstCase:
 
 @torch.no_grad()
 def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return model(x).argmax(1) == y
-    finally:
-        model.train(was)
 
 
 def worst_case(model: nn.Module, x: Tensor, y: Tensor, attacks: Mapping[str, Attack]) -> WorstCase:

@@ -7,7 +7,7 @@ from robustlab.defenses.adversaries import (
     FreeAdversary,
     RandomEpsOneStep,
 )
-from robustlab.defenses.objective import Objective, make_terms
+from robustlab.defenses.objective import Objective, TrainingObjective, make_terms
 from robustlab.defenses.recipes import RECIPES, build_objective
 from robustlab.defenses.step import Pairs, Step
 from robustlab.defenses.teacher import FrozenTeacher
@@ -15,6 +15,6 @@ from robustlab.defenses.terms import TERMS, angular_distance, kl_divergence, tri
 
 __all__ = [
     "RECIPES", "TERMS", "AttackAdversary", "BidirectionalAdversary", "FreeAdversary", "FrozenTeacher",
-    "Objective", "Pairs", "RandomEpsOneStep", "Step",
+    "Objective", "Pairs", "RandomEpsOneStep", "Step", "TrainingObjective",
     "angular_distance", "build_objective", "kl_divergence", "make_terms", "triplet",
 ]

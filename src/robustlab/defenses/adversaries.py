@@ -15,13 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import ATTACKS, PGD, Attack, sign_step
-from robustlab.attacks.base import frozen_eval
 from robustlab.attacks.presets import one_step_attack
 from robustlab.attacks.targets import most_confusing
+from robustlab.data import check_eps
 from robustlab.data.class_index import ClassIndex
-from robustlab.defenses.step import Pairs
+from robustlab.defenses.step import Pairs, Prepared
 from robustlab.errors import UserError, check_ranges
-from robustlab.models.modes import buffers_kept
+from robustlab.models.modes import buffers_kept, frozen_eval, mode
 
 MODES = ("eval", "train")
 
@@ -36,12 +36,8 @@ class _TrainModeView(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         (model,) = self._hidden
-        was_training = model.training
-        model.train()
-        try:
+        with mode(model, True):
             return model(x)
-        finally:
-            model.train(was_training)
 
 
 def check_mode(mode: str) -> None:
@@ -106,8 +102,8 @@ class RandomEpsOneStep:
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
-        check_ranges([(0 < self.max_eps <= 1, "max_eps", self.max_eps, "in (0, 1]"),
-                      (0 < self.fraction <= 1, "fraction", self.fraction, "in (0, 1]")])
+        check_eps(self.max_eps, "max_eps")
+        check_ranges([(0 < self.fraction <= 1, "fraction", self.fraction, "in (0, 1]")])
         one_step_attack(self.attack)  # an unknown or iterative attack fails here, not mid-training
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -126,28 +122,32 @@ class RandomEpsOneStep:
 
 
 @dataclass
-class CascadeAdversary:
+class CascadeAdversary(Prepared):
     """Cascade adversarial training (Na et al. 2018 Sec. 6): of the k = round(fraction * B)
     adversarial images, the last round(saved_fraction * k) are the images' iter_FGSM versions from
     an already defended network (`robustlab.attacks.image_bank.SourceImages`); the others
     are one-step images from the network being trained (`one_step`). Table 5: 32 of k = 64.
 
-    `bank` is set by robustlab.experiment.train; the Step passes the batch's training-split
-    indices (`needs_index`), which is how an image finds its saved version.
+    `bank` comes from `prepare` (robustlab.experiment.train makes it); the Step passes the
+    batch's training-split indices (`needs_index`), which is how an image finds its version.
     """
 
     one_step: RandomEpsOneStep
     saved_fraction: float = 0.5
     bank: Any = None
     needs_index = True
+    needs_bank = True
+
+    def prepare(self, *, class_index=None, bank=None) -> None:
+        self.bank = bank
 
     def __post_init__(self) -> None:
         check_ranges([(0 <= self.saved_fraction <= 1, "saved_fraction", self.saved_fraction, "in [0, 1]")])
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None) -> Tensor:
         if self.bank is None:
-            raise UserError("cascade training needs its bank of saved adversarial images; it is made "
-                            "or found by robustlab.experiment.train (defense.source)")
+            raise UserError("cascade training needs its source's adversarial images; they are handed "
+                            "over by Objective.prepare (robustlab.experiment.train, defense.source)")
         if index is None or len(index) != len(x):
             raise UserError("cascade training needs each batch image's index in the training split "
                             "(robustlab's Batches provides it)")
@@ -164,8 +164,7 @@ class FreeAdversary:
     that updates the weights: delta <- clip(delta + eps * sign(grad_x), -eps, eps)."""
 
     def __init__(self, eps: float):
-        check_ranges([(0 < eps <= 1, "eps", eps, "in (0, 1]")])
-        self.eps = eps
+        self.eps = check_eps(eps, "eps")
         self.delta: Tensor | None = None
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -197,13 +196,13 @@ class FreeAdversary:
 
 
 @dataclass
-class BidirectionalAdversary:
+class BidirectionalAdversary(Prepared):
     """AGKD-BML Alg. 1, steps a-b2: for each x^s of class s, its most confusing class y_mc
     (eq. 5, on the model's clean logits), a random clean sample x^{y_mc} of that class, the
     forward example x^s attacked towards y_mc and the backward example x^{y_mc} attacked towards
     s, both with the same targeted attack.
 
-    `class_index` (the training split grouped by class) is set by the trainer; its draws use
+    `class_index` (the training split grouped by class) comes from `prepare`; its draws use
     torch's global generator, which checkpoints save, so a resumed run draws the same partners.
     """
 
@@ -213,7 +212,7 @@ class BidirectionalAdversary:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Pairs:
         if self.class_index is None:
             raise UserError("the bidirectional adversary needs the training set's class index to "
-                            "draw partners; it is set by robustlab.experiment.train")
+                            "draw partners; it is handed over by Objective.prepare")
         with frozen_eval(model), torch.no_grad():
             y_mc = most_confusing(model(x), y)
         partner = self.class_index.sample_of_classes(y_mc).to(x.dtype)

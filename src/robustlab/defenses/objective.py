@@ -6,17 +6,34 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from robustlab.defenses.step import JOINT_SETS, Adversary, Pairing, Step
+from robustlab.defenses.step import JOINT_SETS, Adversary, Pairing, Prepared, Step
 from robustlab.defenses.terms import TERMS
 from robustlab.errors import UserError
 
 Term = Callable[[Step], Tensor]
 FORWARDS = ("joint", "separate")
+
+
+class TrainingObjective(Protocol):
+    """What `robustlab.train.fit` needs of an objective (`Objective` is the implementation)."""
+
+    replays: int
+
+    def step(self, model, x: Tensor, y: Tensor, *, forward_all=None, teacher=None,
+             index: Tensor | None = None) -> Step: ...
+
+    def __call__(self, step: Step) -> dict[str, Tensor]: ...
+
+    def after_backward(self, step: Step) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: Mapping) -> None: ...
 
 
 @dataclass
@@ -68,6 +85,23 @@ class Objective:
     @property
     def weights(self) -> dict[str, float]:
         return {name: weight for name, (_, weight) in self.terms.items()}
+
+    @property
+    def needs_bank(self) -> bool:
+        """Whether the adversary injects a source network's images (cascade training)."""
+        return isinstance(self.adversary, Prepared) and self.adversary.needs_bank
+
+    def prepare(self, *, class_index=None, bank=None) -> None:
+        """Hand the adversary and the pairing what only the trainer has (see `Prepared`)."""
+        for part in (self.adversary, self.pairing):
+            if isinstance(part, Prepared):
+                part.prepare(class_index=class_index, bank=bank)
+
+    def step(self, model, x: Tensor, y: Tensor, *, forward_all=None, teacher=None,
+             index: Tensor | None = None) -> Step:
+        """The Step of one training batch, with this objective's adversary, pairing and forward."""
+        return Step(model, x, y, forward_all=forward_all, adversary=self.adversary, teacher=teacher,
+                    pairing=self.pairing, index=index, joint=self.joint)
 
     def after_backward(self, step: Step) -> None:
         """Lets a stateful adversary (Free AT) use the input gradient of the training backward."""

@@ -8,16 +8,16 @@ import torch
 from torch import Tensor
 
 from robustlab.data.class_index import ClassIndex
-from robustlab.defenses.step import Siamese
+from robustlab.defenses.step import Prepared, Siamese
 from robustlab.errors import UserError, check_ranges
 
 
 @dataclass
-class SiamesePairing:
+class SiamesePairing(Prepared):
     """For each image of class y: with probability `same_prob` (Q) a random training sample of
     class y (similarity label 1), else one of a uniformly random other class (label 0).
 
-    `class_index` (the training split by class) is set by the trainer; the draws use torch's
+    `class_index` (the training split by class) comes from `prepare`; the draws use torch's
     global generator, which checkpoints save, so a resumed run draws the same counterparts.
     """
 
@@ -31,7 +31,7 @@ class SiamesePairing:
     def __call__(self, x: Tensor, y: Tensor) -> Siamese:
         if self.class_index is None:
             raise UserError("Siamese pairing needs the training set's class index to draw "
-                            "counterparts; it is set by robustlab.experiment.train")
+                            "counterparts; it is handed over by Objective.prepare")
         k = self.num_classes or len(self.class_index.counts)
         if k < 2:
             raise UserError("Siamese pairing needs at least two classes")

@@ -10,12 +10,14 @@ configuration, not a new class:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from robustlab.attention import NORMALIZATIONS
+from robustlab.data import check_eps
 from robustlab.defenses.adversaries import (
     AttackAdversary,
     BidirectionalAdversary,
@@ -228,8 +230,7 @@ def _with_aad(base: Objective, name: str, alpha: float, beta: float, kappa: floa
         terms[term] = (fn, weight)
     terms.update(make_terms({"attention_rectification": {"weight": alpha, "kappa": kappa},
                              "attention_preservation": beta}))
-    base.terms, base.name = {t: v for t, v in terms.items() if v[1] != 0}, name
-    return base
+    return dataclasses.replace(base, terms={t: v for t, v in terms.items() if v[1] != 0}, name=name)
 
 
 @RECIPES.register("aad_madry", paper="AAD eq. 10 on Madry's PGD training: L_c + 0.01 attention "
@@ -383,7 +384,7 @@ def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: f
     factory = RECIPES.get(recipe)
     check_params("recipe", recipe, factory, options, skip=("eps", "label_smoothing"))
     if eps is not None:
-        check_ranges([(0 < eps <= 1, "eps", eps, "in (0, 1] (L-inf, in [0, 1] input units)")])
+        check_eps(eps, "eps")
     kwargs = dict(options)
     if "label_smoothing" in _parameters(factory):
         kwargs["label_smoothing"] = label_smoothing

@@ -37,6 +37,19 @@ class Siamese(NamedTuple):
 # The image sets a Step can forward together (see Step's `joint`).
 JOINT_SETS = ("clean", "adv", "partner_adv")
 
+class Prepared:
+    """An adversary or pairing that needs what only the trainer has, handed over once by
+    `Objective.prepare` before training: the training split's class index (partners of
+    AGKD-BML's bidirectional pairs, PDM's Siamese counterparts) or the Cascade source's images
+    (`needs_bank`)."""
+
+    needs_bank = False
+
+    def prepare(self, *, class_index=None, bank=None) -> None:
+        """Keep what this part draws from; the default takes the class index."""
+        self.class_index = class_index
+
+
 # (model, x, y) -> adversarial versions of the first k <= B images of x, or `Pairs`
 # (see defenses.adversaries)
 Adversary = Callable[[nn.Module, Tensor, Tensor], "Tensor | Pairs"]
@@ -250,6 +263,22 @@ class Step:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def counts(self) -> dict[str, Tensor]:
+        """Training accuracy counts from the outputs this batch computed anyway: `correct` of the
+        B clean images (from `clean`, or Cascade's B' = [x_adv; x]), and `adv_correct` of the k
+        adversarial ones with `adv_n` = k; empty where no such outputs were computed."""
+        counts: dict[str, Tensor] = {}
+        if self.cached("clean"):
+            counts["correct"] = (self.clean.logits.argmax(1) == self.y).sum().float()
+        elif self.cached("augmented"):
+            counts["correct"] = (self.augmented.logits[self.k:].argmax(1) == self.y).sum().float()
+        adv = self.adv.logits if self.cached("adv") else (
+            self.augmented.logits[: self.k] if self.cached("augmented") else None)
+        if adv is not None:
+            counts["adv_correct"] = (adv.argmax(1) == self.y_adv).sum().float()
+            counts["adv_n"] = torch.tensor(float(self.k), device=adv.device)
+        return counts
 
     def cached(self, name: str) -> bool:
         """Whether `name` (e.g. "clean", "x_adv") has been computed for this batch."""

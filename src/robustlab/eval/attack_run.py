@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustlab.attacks.base import Attack
+from robustlab.models.modes import eval_mode
 
 
 @dataclass
@@ -46,14 +47,11 @@ def attack_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], a
                      if progress is not None else None, leave=False):
         x, y = x.to(device), y.to(device)
         x_adv = attack(model, x, y)
-        with torch.no_grad():
-            was = model.training
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             clean = model(x).argmax(1) == y
             # robust = right before and after: an attack that "fixes" a wrong image (step_ll,
             # transfer) does not make it robust (AutoAttack's convention)
             adv = clean & (model(x_adv).argmax(1) == y)
-            model.train(was)
         clean_all.append(clean.cpu())
         adv_all.append(adv.cpu())
         delta = (x_adv - x).flatten(1)

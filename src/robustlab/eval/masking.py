@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.attacks.base import frozen_eval
+from robustlab.models.modes import frozen_eval
 
 PASS, WARN, SKIP = "pass", "warn", "skip"
 

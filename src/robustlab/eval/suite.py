@@ -26,8 +26,6 @@ from robustlab.config import read_yaml
 from robustlab.errors import UserError
 
 SUITES_DIR = Path(__file__).with_name("suites")
-ONE_STEP = {"fgsm", "step_fgsm", "step_ll"}
-GRADIENT_FREE = {"spsa", "square"}
 ENTRY_KEYS = {"label", "attack", "eps_factor", "eps_factors", "step_factor", "source", "worst_case"}
 SUITE_KEYS = {"name", "images", "attacks", "curves", "masking", "include"}
 SECTION_KEYS = {"curves": {"steps", "eps_factors"}, "masking": {"large_eps"}}
@@ -49,10 +47,8 @@ class SuiteAttack:
     def kind(self) -> str:
         if self.source is not None:
             return "transfer"
-        if self.attack in GRADIENT_FREE:
-            return "gradient_free"
-        one_step = self.attack in ONE_STEP or self.params.get("steps") == 1
-        return "single_step" if one_step else "iterative"
+        kind = ATTACKS.info[self.attack]["kind"]
+        return "single_step" if kind == "iterative" and self.params.get("steps") == 1 else kind
 
     def build(self, eps: float):
         """The attack at eps_factor * eps (step_factor * that eps as its step size)."""

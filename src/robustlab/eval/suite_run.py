@@ -18,10 +18,10 @@ from torch import Tensor, nn
 
 from robustlab.attacks import ATTACKS, transfer
 from robustlab.eval import masking
+from robustlab.eval.accuracy import accuracy
 from robustlab.eval.attack_run import attack_batches
 from robustlab.eval.suite import Suite, SuiteAttack
 from robustlab.io import atomic_torch_save, plain_torch_load
-from robustlab.train.monitors import accuracy
 
 SCHEMA = "robustlab.report/1"
 

@@ -1,4 +1,6 @@
-"""Model state a computation must leave as it found it."""
+"""Model state a computation must leave as it found it: every module's train/eval mode, every
+parameter's requires_grad, BatchNorm's running statistics. Each helper restores on exit, even on
+error."""
 
 from __future__ import annotations
 
@@ -40,3 +42,35 @@ def running_stats_frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for m, was in zip(layers, tracked):
             m.track_running_stats = was
+
+
+@contextlib.contextmanager
+def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """`model` in train (True) or eval (False) mode for the duration; each module's own mode is
+    restored afterwards (a frozen teacher inside stays frozen)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(training)
+    try:
+        yield model
+    finally:
+        for m, was in modes:
+            m.training = was
+
+
+def eval_mode(model: nn.Module):
+    """`mode(model, False)`: BN running statistics, no dropout."""
+    return mode(model, False)
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and requires_grad=False for the duration; restores each module and parameter."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with eval_mode(model):
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)

@@ -4,23 +4,9 @@ best value of each column marked (bold in Markdown, highlighted in HTML)."""
 from __future__ import annotations
 
 import html
-import json
-from pathlib import Path
 
-from robustlab.errors import UserError
-from robustlab.report.render import html_table, md_table, page, pct
-
-
-def load_report(path: str | Path) -> dict:
-    """A run directory's report/report.json, or a report.json file."""
-    path = Path(path)
-    file = path / "report" / "report.json" if path.is_dir() else path
-    if not file.is_file():
-        raise UserError(f"{path} has no report/report.json; run `robustlab eval {path} --suite quick` first")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{file} is not valid JSON ({exc.msg}); evaluate the run again") from None
+from robustlab.report.fmt import pct
+from robustlab.report.render import html_table, md_table, page
 
 
 def comparison(reports: list[dict]) -> tuple[list[str], list[list[float | None]]]:

@@ -13,12 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robustlab.io import atomic_write_text
+from robustlab.report.fmt import pct
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
-
-
-def pct(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, Path]:

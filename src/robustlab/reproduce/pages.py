@@ -13,10 +13,11 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from robustlab.report.explain import Section, write_explain_report
+from robustlab.report.fmt import num
+from robustlab.report.sections import Section, write_sections_page
 from robustlab.reproduce.claims import CLAIMS, Claim, standard_error, verdict
 from robustlab.reproduce.papers import PaperTable, tables_for
-from robustlab.reproduce.run import DETECTED, RECIPES, detect_flags
+from robustlab.reproduce.plan import DETECTED, RECIPES, detect_flags
 
 DAGGER = "†"
 OVERVIEW = ("FGSM", "PGD-20", "PGD-100", "CW-100", "A3-PGD-20", "AutoAttack")
@@ -83,10 +84,8 @@ DETECTION = ("FGSM-0.05", "FGSM-0.1", "BIM-0.05", "BIM-0.1", "C&W", "C&W-hc", "J
 
 
 def _fmt(value: float | None, accuracy: bool = True) -> str:
-    """Accuracies in percent with one decimal; AUCs, distortions and indices with three."""
-    if value is None:
-        return "-"
-    return f"{value:.1f}" if accuracy else f"{value:.3f}"
+    """Accuracies (already in percent) with one decimal; AUCs, distortions and indices with three."""
+    return num(value, 1 if accuracy else 3)
 
 
 def _is_accuracy(column: str, metric: str = "accuracy") -> bool:
@@ -334,5 +333,5 @@ def write_pages(status: dict, out_dir: Path, results_md: Path) -> list[Path]:
     values = {r: {a["label"]: a["accuracy"] for a in results.reports[r]["attacks"]} for r in results.recipes}
     numbers = {"status": status, "values": values}
     title = f"robustlab results: every recipe on {dataset} ({status['budget']} budget)"
-    files = write_explain_report(title, sections, numbers, results_md.parent, stem=results_md.stem)
+    files = write_sections_page(title, sections, numbers, results_md.parent, stem=results_md.stem)
     return [files["md"], files["html"], files["json"]]

@@ -13,62 +13,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from robustlab.config import Config, load_config
 from robustlab.errors import UserError
 from robustlab.io import atomic_write_text
+from robustlab.reproduce.plan import BUDGETS, DETECTED, RECIPES, Budget, detect_flags
 
-RECIPES = ("standard", "madry", "trades", "mart", "alp", "sml", "kurakin", "fast_at", "free_at",
-           "agkd_bml", "agkd_bml_7", "agkd", "bml", "atat", "aad_madry", "aad_alp", "rce",
-           "siamese_rvl", "pdm", "bidirection", "pivot", "cascade")
-# PDM Tables 1-4: the CE baseline, RCE, Siamese + RVL and PDM itself.
-DETECTED = ("standard", "rce", "siamese_rvl", "pdm")
 STATUS = "reproduce.json"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much of the papers' protocol a reproduction runs. None keeps the config's value."""
-
-    name: str
-    train_images: int | None   # a seeded subset of the training split
-    epochs: int | None
-    monitor_images: int | None  # the robust monitor's held-out images (0: off)
-    suite_images: int           # the first N test images for the papers suite
-    detect: dict = field(default_factory=dict)  # options of `detection.detect`
-    about: str = ""
-
-    def overrides(self) -> list[str]:
-        pairs = {"data.train_limit": self.train_images, "train.epochs": self.epochs,
-                 "train.monitor_images": self.monitor_images}
-        return [f"{k}={v}" for k, v in pairs.items() if v is not None]
-
-
-BUDGETS = {
-    # Fits 2 hours on 2 CPU cores (81 min measured, docs/results.md): 10,000 training images x
-    # 2 epochs, the suite on 50 test images, detection with a twentieth of PDM's iterations.
-    "small": Budget("small", train_images=10_000, epochs=2, monitor_images=0, suite_images=50,
-                    detect={"images": 50, "per_class": 500, "cw_hc_steps": 50, "wb_steps": 50,
-                            "proxy_epochs": 1},
-                    about="10,000 training images x 2 epochs; papers suite on the first 50 test images; "
-                          "detection on 50 images, 500 embeddings per class, C&W-hc / C&W-wb 50 "
-                          "iterations, a 1-epoch proxy"),
-    # The configs as written (15 epochs of the 60,000 images) and the suites' and PDM's own sizes.
-    "full": Budget("full", train_images=None, epochs=None, monitor_images=None, suite_images=1000,
-                   detect={"images": 200, "per_class": 1000, "cw_hc_steps": 1000, "wb_steps": 1000,
-                           "proxy_epochs": 2},
-                   about="the configs' schedules on every training image; papers suite on the first "
-                         "1,000 test images; detection with PDM's settings (200 images, 1,000 "
-                         "iterations)"),
-}
 
 
 def recipe_config(recipe: str, budget: Budget, dataset: str, out_dir: Path,
                   configs: Path = Path("configs")) -> Config:
     """configs/<recipe>_fmnist.yaml under the budget, on `dataset` at its default eps."""
-    from robustlab.experiment import DEFAULT_EPS
+    from robustlab.data import DEFAULT_EPS
 
     path = configs / f"{recipe}_fmnist.yaml"
     if not path.is_file():
@@ -130,9 +89,10 @@ class Checkpoint:
 
 
 def last_checkpoint(cfg: Config) -> Checkpoint | None:
+    from robustlab.experiment import RunDir
     from robustlab.train import load_checkpoint
 
-    path = cfg.run_dir / "checkpoints" / "last.pt"
+    path = RunDir(cfg.run_dir).checkpoint("last")
     if not path.is_file():
         return None
     state, stat = load_checkpoint(path), path.stat()
@@ -146,10 +106,10 @@ MACHINE_KEYS = {"name", "out_dir", "data.data_dir", "train.device", "train.threa
 
 def _check_same_settings(cfg: Config, checkpoint: Checkpoint) -> None:
     from robustlab.config import config_from_dict
-    from robustlab.experiment import _same_except
+    from robustlab.experiment.rundir import config_differences
 
     saved = config_from_dict(checkpoint.config).to_dict()
-    diffs = _same_except(saved, cfg.to_dict(), allowed=MACHINE_KEYS | {"train.epochs"})
+    diffs = config_differences(saved, cfg.to_dict(), allowed=MACHINE_KEYS | {"train.epochs"})
     if diffs or checkpoint.epoch > cfg.train.epochs:
         what = ", ".join(diffs) or f"train.epochs ({checkpoint.epoch} trained, {cfg.train.epochs} asked)"
         raise UserError(f"{cfg.run_dir} was trained with other settings ({what}) than this budget "
@@ -160,7 +120,7 @@ def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> str:
     """Train (or resume) one recipe: "ran", "skipped" (finished before) or "diverged" (now or
     before: a non-finite loss)."""
     from robustlab.experiment import train
-    from robustlab.train import Interrupted
+    from robustlab.train import Diverged, Interrupted
 
     recipe = cfg.name
     done = status.get(recipe, "train") or {}
@@ -188,9 +148,7 @@ def train_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> str:
     except Interrupted:  # its state is saved: keep the time spent so far, then stop
         record("interrupted")
         raise
-    except UserError as error:
-        if "non-finite loss" not in str(error):
-            raise
+    except Diverged as error:
         record("diverged", message=str(error))
         log(f"{recipe}: training diverged: {error}")
         return "diverged"
@@ -229,7 +187,7 @@ def eval_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str],
 def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> bool:
     """PDM Tables 1-4 for one run of its family (`detection.detect`); False when its record is
     still valid."""
-    from robustlab.detection import detect
+    from robustlab.experiment.detect import detect
 
     checkpoint = last_checkpoint(cfg)
     if _fresh(status.get(cfg.name, "detect"), checkpoint, settings=budget.detect):
@@ -241,11 +199,6 @@ def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str
                                     "settings": budget.detect, "report": result["files"]["json"],
                                     "seconds": time.perf_counter() - start})
     return True
-
-
-def detect_flags(settings: dict) -> str:
-    """The `robustlab detect` options that give these settings."""
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
 
 
 def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "fashion-mnist",

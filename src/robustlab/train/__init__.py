@@ -1,6 +1,7 @@
 """Training: the fit loop, checkpoints, optimizers and schedules, distributed set-up."""
 
 from robustlab.train.checkpoint import (
+    RunFiles,
     check_architecture,
     load_checkpoint,
     load_weights,
@@ -8,11 +9,10 @@ from robustlab.train.checkpoint import (
 )
 from robustlab.train.device import resolve_device
 from robustlab.train.distributed import DistInfo, dist_from_env, init_distributed
-from robustlab.train.fit import Callback, Interrupted, Run, TrainData, fit
-from robustlab.train.monitors import accuracy
+from robustlab.train.fit import Callback, Diverged, Interrupted, Run, TrainData, fit
 
 __all__ = [
-    "Callback", "DistInfo", "Interrupted", "Run", "TrainData", "accuracy", "check_architecture",
+    "Callback", "DistInfo", "Diverged", "Interrupted", "Run", "RunFiles", "TrainData", "check_architecture",
     "dist_from_env", "fit", "init_distributed", "load_checkpoint", "load_weights", "resolve_device",
     "save_checkpoint",
 ]

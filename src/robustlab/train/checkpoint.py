@@ -8,6 +8,7 @@ half-written latest checkpoint.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a robustlab checkpoint (format {FORMAT} expected)")
     return state
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where `fit` writes: the run's root, its metrics log and its three checkpoints (the
+    layout is `robustlab.experiment.rundir.RunDir`'s)."""
+
+    root: Path
+    metrics: Path
+    last: Path
+    best: Path
+    best_robust: Path
 
 
 def check_architecture(state: dict[str, Any], model: nn.Module, source: str = "checkpoint") -> None:

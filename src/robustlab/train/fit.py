@@ -2,16 +2,13 @@
 
 Resuming is exact on a fixed device and seed: data order and augmentation are functions of
 (seed, epoch, batch) (see `robustlab.data.Batches`), and a checkpoint holds the weights,
-optimizer, schedule, grad scaler, torch RNG states and the running epoch sums, written at every
-epoch end and whenever the run is stopped by SIGINT / SIGTERM (at the next batch boundary).
+optimizer, schedule, grad scaler, torch RNG states and the running epoch sums (`train.state`),
+written at every epoch end and whenever the run is stopped by SIGINT / SIGTERM (at the next
+batch boundary).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import resource
 import signal
 import sys
 import time
@@ -25,15 +22,23 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustlab.config import Config
-from robustlab.defenses import Step
+from robustlab.defenses import Step, TrainingObjective
 from robustlab.errors import UserError
+from robustlab.eval.accuracy import accuracy
 from robustlab.interrupts import handling
-from robustlab.train.checkpoint import check_architecture, load_checkpoint, save_checkpoint
-from robustlab.train.distributed import DistInfo, all_reduce_sum
-from robustlab.train.monitors import RobustMonitor, accuracy
-from robustlab.train.optim import build_optimizer, build_scheduler
-
-Objective = Callable[[Step], Mapping[str, Tensor]]
+from robustlab.train.checkpoint import RunFiles, save_checkpoint
+from robustlab.train.device import deterministic_algorithms
+from robustlab.train.distributed import DistInfo
+from robustlab.train.metrics import (
+    MetricsLog,
+    add_batch,
+    epoch_line,
+    epoch_record,
+    peak_memory_mb,
+    running_accuracy,
+)
+from robustlab.train.monitors import RobustMonitor
+from robustlab.train.state import Optimization, restore_state, training_state
 
 
 @dataclass
@@ -47,7 +52,7 @@ class TrainData:
 
 @dataclass
 class Run:
-    run_dir: Path
+    files: RunFiles
     epochs: int
     epoch: int = 0  # epochs completed
     batch: int = 0  # batches of the current epoch completed
@@ -58,12 +63,16 @@ class Run:
     model: nn.Module | None = None  # the trained model (unwrapped), for callers and callbacks
 
     @property
+    def run_dir(self) -> Path:
+        return self.files.root
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.files.last.parent
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoint_dir / "last.pt"
+        return self.files.last
 
     @property
     def finished(self) -> bool:
@@ -72,6 +81,10 @@ class Run:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
+
+
+class Diverged(UserError):
+    """A non-finite loss stopped training; the last good state is the run's last checkpoint."""
 
 
 class Interrupted(Exception):
@@ -122,221 +135,79 @@ class _AllOutputs(nn.Module):
         return self.model.forward_all(x)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+@dataclass
+class _Loop:
+    """What every batch of `fit` reads: the objects it was set up with."""
 
+    model: nn.Module
+    objective: TrainingObjective
+    data: TrainData
+    cfg: Config
+    device: torch.device
+    dist: DistInfo
+    opt: Optimization
+    forward_all: Callable
+    teacher: nn.Module | None
+    log: Callable[[str], None]
+    callbacks: Sequence[Callback]
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
 
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-class _Metrics:
-    """Append-only metrics.jsonl, written by the main process only."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+    def save(self, run: Run, sums: dict[str, Tensor], *paths: Path) -> None:
+        """The training state, at last.pt and `paths` (rank 0 only)."""
+        if self.dist.is_main:
+            state = training_state(run, self.model, self.opt, self.objective, self.cfg, sums, self.device)
+            for path in (run.files.last, *paths):
+                save_checkpoint(state, path)
 
 
 def fit(
     model: nn.Module,
-    objective: Objective,
+    objective: TrainingObjective,
     data: TrainData,
     cfg: Config,
     *,
     device: torch.device,
+    files: RunFiles,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     dist: DistInfo | None = None,
     log: Callable[[str], None] = say,
     teacher: nn.Module | None = None,
 ) -> Run:
-    """Train `model` with `objective` for `cfg.train.epochs`; see the module docstring."""
-    tc = cfg.train
+    """Train `model` with `objective` for `cfg.train.epochs`, writing `files`; see the module
+    docstring."""
     dist = dist or DistInfo()
-    run = Run(run_dir=cfg.run_dir, epochs=tc.epochs, model=model)
-    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
-    optimizer = build_optimizer(cfg.optim, model)
+    run = Run(files=files, epochs=cfg.train.epochs, model=model)
     steps_per_epoch = len(data.train)
     if steps_per_epoch == 0:
         raise UserError("the training set gives no batch: lower data.batch_size or raise data.train_limit")
+    loop = _Loop(model, objective, data, cfg, device, dist, None, model.forward_all, teacher, log, callbacks)
+    model.to(device, memory_format=loop.memory_format)
     # Free AT replays each minibatch m times: m optimizer steps per batch.
-    replays = getattr(objective, "replays", 1)
-    adversary = getattr(objective, "adversary", None)
-    scheduler = build_scheduler(cfg.schedule, optimizer, tc.epochs, steps_per_epoch * replays)
-    if tc.amp == "fp16" and device.type != "cuda":
-        raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or off")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
+    loop.opt = Optimization.build(cfg, model, device, steps_per_epoch * objective.replays)
     sums: dict[str, Tensor] = {}
-
-    if resume and run.last_checkpoint.is_file():
-        state = load_checkpoint(run.last_checkpoint, map_location=device)
-        check_architecture(state, model, f"checkpoint {run.last_checkpoint}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], device)
-        if hasattr(objective, "load_state_dict"):
-            objective.load_state_dict(state.get("objective", {}))
-        run.epoch, run.batch, run.global_step = state["epoch"], state["batch"], state["global_step"]
-        run.best, run.history = state["best"], list(state["history"])
-        sums = {k: v.to(device) for k, v in state["sums"].items()}
+    if resume and files.last.is_file():
+        sums = restore_state(files.last, run, model, loop.opt, objective, device)
         log(f"resumed {run.run_dir} at epoch {run.epoch + 1}, batch {run.batch}")
-        if run.epoch >= tc.epochs:
-            log(f"run already finished ({run.epoch} of {tc.epochs} epochs)")
+        if run.finished:
+            log(f"run already finished ({run.epoch} of {run.epochs} epochs)")
             return run
-
-    def checkpoint_state() -> dict:
-        return {
-            "arch": getattr(model, "arch", {}),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(device),
-            "epoch": run.epoch,
-            "batch": run.batch,
-            "global_step": run.global_step,
-            "best": run.best,
-            "history": run.history,
-            "sums": {k: v.detach().cpu() for k, v in sums.items()},
-            "objective": objective.state_dict() if hasattr(objective, "state_dict") else {},
-            "config": cfg.to_dict(),
-        }
-
     if dist.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            _AllOutputs(model), device_ids=[device.index] if device.type == "cuda" else None
-        )
-        forward_all = net
-    else:
-        forward_all = model.forward_all
-
+        loop.forward_all = torch.nn.parallel.DistributedDataParallel(
+            _AllOutputs(model), device_ids=[device.index] if device.type == "cuda" else None)
     if dist.is_main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = _Metrics(run.run_dir / "metrics.jsonl", dist.is_main)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    best_key = "val_acc" if "val" in data.evals else "test_acc"
-
+        files.root.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(files.metrics, dist.is_main)
     with _stop_on_signals(run), deterministic_algorithms():
-        while run.epoch < tc.epochs:
-            model.train()
-            epoch_start, seen_at_start = time.perf_counter(), sums.get("n", torch.zeros(())).item()
-            bar = tqdm(
-                total=steps_per_epoch, initial=run.batch, desc=f"epoch {run.epoch + 1}/{tc.epochs}",
-                disable=None if dist.is_main else True, leave=False, unit="batch", dynamic_ncols=True,
-            )
-            # The batch's indices in the training split, for adversaries that look images up
-            # (cascade training's saved images); Batches' order depends on the epoch only.
-            order = data.train.indices(run.epoch) if hasattr(data.train, "indices") else None
-            bs = getattr(data.train, "batch_size", 0)
-            for x, y in data.train.epoch(run.epoch, start=run.batch):
-                x = x.to(device, non_blocking=True, memory_format=memory_format)
-                y = y.to(device, non_blocking=True)
-                index = None if order is None else order[run.batch * bs: run.batch * bs + len(y)]
-                for _ in range(replays):
-                    step = Step(model, x, y, forward_all=forward_all, adversary=adversary,
-                                teacher=teacher, pairing=getattr(objective, "pairing", None), index=index,
-                                joint=getattr(objective, "joint", ()))
-                    where = f"epoch {run.epoch + 1}, batch {run.batch} (step {run.global_step})"
-                    terms = _train_step(step, objective, optimizer, scaler, scheduler, autocast, tc,
-                                        where=where, last=run.last_checkpoint)
-
-                n = torch.tensor(float(y.numel()), device=device)
-                batch_sums = {k: v.detach().float() * n for k, v in terms.items()}
-                batch_sums["n"] = n
-                if step.cached("clean"):
-                    batch_sums["correct"] = (step.clean.logits.argmax(1) == y).sum().float()
-                adv_logits = step.adv.logits if step.cached("adv") else (
-                    step.augmented.logits[: step.k] if step.cached("augmented") else None)
-                if step.cached("augmented") and not step.cached("clean"):  # Cascade's B' holds both
-                    batch_sums["correct"] = (step.augmented.logits[step.k:].argmax(1) == y).sum().float()
-                if adv_logits is not None:  # accuracy on the training adversary's examples
-                    batch_sums["adv_correct"] = (adv_logits.argmax(1) == step.y_adv).sum().float()
-                    batch_sums["adv_n"] = torch.tensor(float(step.k), device=device)
-                for k, v in batch_sums.items():
-                    sums[k] = sums.get(k, torch.zeros((), device=device)) + v
-                run.batch += 1
-                run.global_step += 1
-                bar.update(1)
-                if run.global_step % min(tc.log_every, 10) == 0 or callbacks:
-                    seen = sums["n"].item() - seen_at_start
-                    rate = seen / max(1e-9, time.perf_counter() - epoch_start)
-                    now = {k: v.item() for k, v in terms.items()}
-                    acc = sums["correct"].item() / sums["n"].item() if "correct" in sums else math.nan
-                    bar.set_postfix(loss=f"{now['loss']:.3f}", acc=f"{acc:.3f}", img_s=f"{rate:.0f}")
-                    if run.global_step % tc.log_every == 0:
-                        metrics.write({"kind": "step", "epoch": run.epoch + 1, "step": run.global_step,
-                                       "lr": scheduler.get_last_lr()[0], "images_per_s": rate, **now})
-                    for cb in callbacks:
-                        cb.on_step(run, now)
-                if run.stop_requested:
-                    bar.close()
-                    if dist.is_main:
-                        save_checkpoint(checkpoint_state(), run.last_checkpoint)
-                    raise Interrupted(run)
-            bar.close()
-            if dist.enabled:  # one set of BN statistics for all ranks: rank 0's
-                for buffer in model.buffers():
-                    torch.distributed.broadcast(buffer, 0)
-            elapsed = time.perf_counter() - epoch_start
-            keys = sorted(sums)
-            totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), dist)
-            total = dict(zip(keys, totals.tolist()))
-            count = max(1.0, total.pop("n"))
-            correct = total.pop("correct", None)
-            adv_correct, adv_n = total.pop("adv_correct", None), total.pop("adv_n", None)
-            record = {"kind": "epoch", "epoch": run.epoch + 1, "step": run.global_step,
-                      "lr": scheduler.get_last_lr()[0]}
-            record.update({f"train_{k}": v / count for k, v in total.items()})
-            if correct is not None:
-                record["train_acc"] = correct / count
-            if adv_correct is not None:
-                record["train_adv_acc"] = adv_correct / max(1.0, adv_n)
-            record["time_s"] = elapsed
-            record["images_per_s"] = (count - seen_at_start * dist.world_size) / max(1e-9, elapsed)
-            if dist.is_main and ((run.epoch + 1) % tc.eval_every == 0 or run.epoch + 1 == tc.epochs):
-                for name, batches in data.evals.items():
-                    record[f"{name}_acc"] = accuracy(model, batches, device)
-                if data.monitor is not None:
-                    record.update(data.monitor(model, device, run.history))
-            record["peak_mem_mb"] = _peak_memory_mb(device)
+        while run.epoch < run.epochs:
+            start, seen = time.perf_counter(), sums.get("n", torch.zeros(())).item()
+            _train_epoch(loop, run, sums, metrics, start, seen)
+            record = _end_epoch(loop, run, sums, time.perf_counter() - start, seen)
             run.epoch, run.batch, sums = run.epoch + 1, 0, {}
-            run.history.append(record)
-            improved = best_key in record and (run.best is None or record[best_key] > run.best)
-            if improved:
-                run.best = record[best_key]
-            robust_best = "robust_acc" in record and record["robust_acc"] >= max(
-                (r.get("robust_acc", -1.0) for r in run.history[:-1]), default=-1.0)
-            if dist.is_main:
-                state = checkpoint_state()
-                save_checkpoint(state, run.last_checkpoint)
-                if improved:
-                    save_checkpoint(state, run.checkpoint_dir / "best.pt")
-                if robust_best:  # early stopping on robustness (Rice et al. 2020)
-                    save_checkpoint(state, run.checkpoint_dir / "best_robust.pt")
-                metrics.write(record)
-                log(_epoch_line(record, tc.epochs))
-                if "overfitting_alarm" in record:
-                    log(f"WARNING: {record['overfitting_alarm']}")
+            _keep(loop, run, record, sums, metrics)
             for cb in callbacks:
                 cb.on_epoch(run, record)
             if run.stop_requested and not run.finished:
@@ -344,56 +215,98 @@ def fit(
     return run
 
 
-@contextlib.contextmanager
-def deterministic_algorithms():
-    """torch.use_deterministic_algorithms(True, warn_only=True) while training, restored after:
-    an op with no deterministic kernel warns instead of silently making two runs differ (the
-    parallel CPU index_put_ accumulate once did, see defenses.terms._sml_triplets). On CUDA it
-    needs CUBLAS_WORKSPACE_CONFIG, set here when unset (a fixed cuBLAS workspace: a few MB)."""
-    import os
+def _train_epoch(loop: _Loop, run: Run, sums: dict[str, Tensor], metrics: MetricsLog, start: float,
+                 seen_at_start: float) -> None:
+    """The remaining batches of the current epoch; raises `Interrupted` (state saved) on request."""
+    model, tc, device = loop.model, loop.cfg.train, loop.device
+    model.train()
+    bar = tqdm(total=len(loop.data.train), initial=run.batch, desc=f"epoch {run.epoch + 1}/{tc.epochs}",
+               disable=None if loop.dist.is_main else True, leave=False, unit="batch", dynamic_ncols=True)
+    # The batch's indices in the training split, for adversaries that look images up (cascade
+    # training's source images); Batches' order depends on the epoch only.
+    order = loop.data.train.indices(run.epoch) if hasattr(loop.data.train, "indices") else None
+    bs = getattr(loop.data.train, "batch_size", 0)
+    for x, y in loop.data.train.epoch(run.epoch, start=run.batch):
+        x = x.to(device, non_blocking=True, memory_format=loop.memory_format)
+        y = y.to(device, non_blocking=True)
+        index = None if order is None else order[run.batch * bs: run.batch * bs + len(y)]
+        for _ in range(loop.objective.replays):
+            step = loop.objective.step(model, x, y, forward_all=loop.forward_all, teacher=loop.teacher,
+                                       index=index)
+            where = f"epoch {run.epoch + 1}, batch {run.batch} (step {run.global_step})"
+            terms = _train_step(step, loop, where=where, last=run.last_checkpoint)
+        add_batch(sums, terms, step.counts(), y.numel(), device)
+        run.batch += 1
+        run.global_step += 1
+        bar.update(1)
+        if run.global_step % min(tc.log_every, 10) == 0 or loop.callbacks:
+            rate = (sums["n"].item() - seen_at_start) / max(1e-9, time.perf_counter() - start)
+            now = {k: v.item() for k, v in terms.items()}
+            bar.set_postfix(loss=f"{now['loss']:.3f}", acc=f"{running_accuracy(sums):.3f}",
+                            img_s=f"{rate:.0f}")
+            if run.global_step % tc.log_every == 0:
+                metrics.write({"kind": "step", "epoch": run.epoch + 1, "step": run.global_step,
+                               "lr": loop.opt.scheduler.get_last_lr()[0], "images_per_s": rate, **now})
+            for cb in loop.callbacks:
+                cb.on_step(run, now)
+        if run.stop_requested:
+            bar.close()
+            loop.save(run, sums)
+            raise Interrupted(run)
+    bar.close()
 
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+def _end_epoch(loop: _Loop, run: Run, sums: dict[str, Tensor], elapsed: float, seen_at_start: float) -> dict:
+    """The epoch's record: training means, time, images/s, evaluations and the robust monitor."""
+    if loop.dist.enabled:  # one set of BN statistics for all ranks: rank 0's
+        for buffer in loop.model.buffers():
+            torch.distributed.broadcast(buffer, 0)
+    means = epoch_record(sums, loop.dist)
+    count = means.pop("n")
+    record = {"kind": "epoch", "epoch": run.epoch + 1, "step": run.global_step,
+              "lr": loop.opt.scheduler.get_last_lr()[0], **means, "time_s": elapsed,
+              "images_per_s": (count - seen_at_start * loop.dist.world_size) / max(1e-9, elapsed)}
+    tc = loop.cfg.train
+    if loop.dist.is_main and ((run.epoch + 1) % tc.eval_every == 0 or run.epoch + 1 == tc.epochs):
+        for name, batches in loop.data.evals.items():
+            record[f"{name}_acc"] = accuracy(loop.model, batches, loop.device)
+        if loop.data.monitor is not None:
+            record.update(loop.data.monitor(loop.model, loop.device, run.history))
+    record["peak_mem_mb"] = peak_memory_mb(loop.device)
+    return record
 
 
-def _train_step(step: Step, objective: Objective, optimizer, scaler, scheduler, autocast, tc,
-                where: str, last: Path) -> dict[str, Tensor]:
+def _keep(loop: _Loop, run: Run, record: dict, sums: dict[str, Tensor], metrics: MetricsLog) -> None:
+    """Append the record, track the best epochs, write the checkpoints and the log line."""
+    run.history.append(record)
+    best_key = "val_acc" if "val" in loop.data.evals else "test_acc"
+    improved = best_key in record and (run.best is None or record[best_key] > run.best)
+    if improved:
+        run.best = record[best_key]
+    robust_best = "robust_acc" in record and record["robust_acc"] >= max(
+        (r.get("robust_acc", -1.0) for r in run.history[:-1]), default=-1.0)
+    if not loop.dist.is_main:
+        return
+    # best_robust: early stopping on robustness (Rice et al. 2020)
+    loop.save(run, sums, *[path for wanted, path in ((improved, run.files.best),
+                                                     (robust_best, run.files.best_robust)) if wanted])
+    metrics.write(record)
+    loop.log(epoch_line(record, run.epochs))
+    if "overfitting_alarm" in record:
+        loop.log(f"WARNING: {record['overfitting_alarm']}")
+
+
+def _train_step(step: Step, loop: _Loop, where: str, last: Path) -> dict[str, Tensor]:
     """One optimizer step on `objective(step)`; a non-finite loss stops training, naming the term."""
-    with autocast():
-        terms = objective(step)
+    with loop.opt.autocast(loop.device):
+        terms = loop.objective(step)
     loss = terms["loss"]
     if not torch.isfinite(loss):
         bad = [k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).all()]
-        raise UserError(
+        raise Diverged(
             f"non-finite loss at {where} in term(s) {', '.join(bad) or 'loss'}; the last good "
             f"state is {last}; lower optim.lr or set train.grad_clip"
         )
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    after_backward = getattr(objective, "after_backward", None)
-    if after_backward is not None:
-        after_backward(step)
-    if tc.grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(step.model.parameters(), tc.grad_clip)
-    scale = scaler.get_scale() if scaler.is_enabled() else None
-    scaler.step(optimizer)
-    scaler.update()
-    # An fp16 overflow makes the scaler skip the optimizer step (and lower its scale); the
-    # schedule then waits too, so it stays in step with the updates actually made.
-    if scale is None or scaler.get_scale() >= scale:
-        scheduler.step()
+    loop.opt.step(loss, step.model.parameters(), loop.cfg.train.grad_clip,
+                  lambda: loop.objective.after_backward(step))
     return terms
-
-
-def _epoch_line(record: dict, epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record.get('train_loss', math.nan):.4f}"]
-    parts += [f"{k} {v:.4f}" for k, v in record.items() if k.endswith("_acc")]
-    parts += [f"{record['images_per_s']:.0f} img/s", f"{record['time_s']:.1f} s"]
-    return " | ".join(parts)

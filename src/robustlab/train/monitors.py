@@ -1,29 +1,14 @@
-"""What training watches: clean accuracy over batches, robust accuracy on a fixed batch."""
+"""What training watches besides its loss: robust accuracy on a fixed held-out batch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-
-@torch.no_grad()
-def accuracy(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
-             device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy in eval mode; the caller's train/eval mode is restored."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    try:
-        for x, y in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            correct += (model(x).argmax(1) == y).sum().item()
-            total += y.numel()
-    finally:
-        model.train(was_training)
-    return correct / max(1, total)
+from robustlab.eval.accuracy import accuracy
 
 
 @dataclass

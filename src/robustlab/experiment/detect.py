@@ -7,21 +7,26 @@ run's training embeddings, then measure detection under three threat models.
 - black-box: C&W-wb on a proxy distilled from the model's outputs, scored by the model's
   detector (Table 4).
 
-Like `experiment` and `explain`, this module joins every layer for one CLI command.
+Like the other job modules of `experiment`, it joins every layer for one CLI command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import frozen_eval
+from robustlab.data import check_eps, default_eps
 from robustlab.errors import UserError
-from robustlab.experiment import DEFAULT_EPS, load_data, load_run
+from robustlab.experiment.build import load_data, load_run
+from robustlab.experiment.rundir import RunDir, detector_path
+from robustlab.models.modes import frozen_eval
+from robustlab.report import Section
+from robustlab.report.fmt import num, pct
 from robustlab.train.fit import say
 
 BIM_STEPS = 10  # PDM Table 5
@@ -60,7 +65,7 @@ def _outputs(model: nn.Module, x: Tensor, batch: int = 500) -> tuple[Tensor, Ten
 def fit_detector(model: nn.Module, x: Tensor, y: Tensor, per_class: int = 1000,
                  bandwidth: float | None = None, seed: int = 0):
     """The KDE detector on the embeddings of up to `per_class` training images of each class."""
-    from robustlab.detect import KDEDetector
+    from robustlab.detectors import KDEDetector
 
     embeddings, _ = _outputs(model, x)
     return KDEDetector(bandwidth, per_class, seed).fit(embeddings, y)
@@ -69,7 +74,7 @@ def fit_detector(model: nn.Module, x: Tensor, y: Tensor, per_class: int = 1000,
 def detection_of(model: nn.Module, detector, x: Tensor, y: Tensor, x_adv: Tensor) -> dict:
     """AUC and detection rate at 5% false positives on equal numbers of clean and successful
     adversarial examples: the images the model gets right and the attack fools (PDM Sec. 4.2)."""
-    from robustlab.detect import detection_auc, detection_rate, roc
+    from robustlab.detectors import detection_auc, detection_rate, roc
 
     z, pred = _outputs(model, x)
     z_adv, pred_adv = _outputs(model, x_adv)
@@ -127,16 +132,34 @@ def distilled_proxy(run: Path, out_dir: Path, epochs: int, log: Callable[[str], 
     """A copy of the run's architecture trained on its training images to match its outputs
     (recipe `distill`, the run as the frozen teacher); cached in out_dir/proxy, resumable."""
     from robustlab.config import config_from_dict
-    from robustlab.experiment import train
+    from robustlab.experiment.training import train
 
     loaded = load_run(run)
     cfg = config_from_dict(loaded.cfg.to_dict())
     cfg.name, cfg.out_dir, cfg.seed = "proxy", str(out_dir), loaded.cfg.seed + 7
     cfg.train.epochs, cfg.train.monitor_images = epochs, 0
     cfg.defense = type(cfg.defense)(recipe="distill", teacher=str(loaded.checkpoint))
-    checkpoint = out_dir / "proxy" / "checkpoints" / "last.pt"
-    resume = checkpoint.is_file()
+    resume = RunDir(cfg.run_dir).checkpoint("last").is_file()
     return train(cfg, resume=resume, force=not resume, log=log).model.eval()
+
+
+@dataclass
+class Setting:
+    """What each threat model's measurement reads: the model, its detector, the test images."""
+
+    model: nn.Module
+    detector: object
+    x: Tensor
+    y: Tensor
+    train_x: Tensor
+    train_y: Tensor
+    eps: float
+    name: str  # the run's config name
+    run: Path
+    out_dir: Path
+    seed: int
+    options: dict
+    log: Callable[[str], None]
 
 
 def detect(path: str | Path, *, which: str = "last", images: int = 200, per_class: int = 1000,
@@ -148,41 +171,29 @@ def detect(path: str | Path, *, which: str = "last", images: int = 200, per_clas
     attacks, the white-box distortion, the black-box AUC, and the embeddings' clustering."""
     from robustlab.analysis import embedding_study, plots
     from robustlab.attacks import ATTACKS
-    from robustlab.report import Section, write_explain_report
+    from robustlab.report import write_sections_page
 
-    unknown = sorted(set(threats) - {"gray", "white", "black"})
+    unknown = sorted(set(threats) - set(THREATS))
     if unknown:
-        raise UserError(f"unknown threat model(s) {', '.join(unknown)}; choose gray, white, black")
-    for flag, value in (("--images", images), ("--per-class", per_class), ("--wb-steps", wb_steps),
-                        ("--cw-hc-steps", cw_hc_steps), ("--proxy-epochs", proxy_epochs),
-                        ("--batch-size", batch)):
+        raise UserError(f"unknown threat model(s) {', '.join(unknown)}; choose {', '.join(THREATS)}")
+    options = {"images": images, "per_class": per_class, "wb_steps": wb_steps,
+               "cw_hc_steps": cw_hc_steps, "proxy_epochs": proxy_epochs, "batch_size": batch}
+    for key, value in options.items():
         if value < 1:
-            raise UserError(f"{flag}={value} is out of range: expected >= 1")
+            raise UserError(f"--{key.replace('_', '-')}={value} is out of range: expected >= 1")
     path = Path(path)
     loaded = load_run(path, which, data_dir)
     cfg = loaded.cfg
     cfg.data.test_limit = cfg.data.train_limit = None
     ds = load_data(cfg)
-    eps = eps if eps is not None else DEFAULT_EPS.get(ds.name, 0.1)
-    if not 0 < eps <= 1:
-        raise UserError(f"--eps={eps} is out of range: L-inf eps in (0, 1]")
-    out_dir = Path(out) if out else (path if path.is_dir() else loaded.checkpoint.parent.parent) / "detect"
+    eps = check_eps(eps if eps is not None else default_eps(ds.name), "--eps")
+    out_dir = Path(out) if out else RunDir.of(path, loaded.checkpoint).detect
     model = loaded.model.eval()
     train_x, train_y = ds.train.images.float().div(255), ds.train.labels
-    x, y = ds.test.images[:images].float().div(255), ds.test.labels[:images]
-
-    detector_file = out_dir / "kde.pt"
-    from robustlab.detect import KDEDetector
-
-    detector = None
-    if detector_file.is_file():
-        detector = KDEDetector.load(detector_file)
-        if detector.per_class != per_class or (bandwidth is not None and detector.bandwidth != bandwidth):
-            detector = None
-    if detector is None:
-        log(f"fitting the KDE detector on {per_class} training embeddings per class")
-        detector = fit_detector(model, train_x, train_y, per_class, bandwidth, cfg.seed)
-        detector.save(detector_file)
+    detector = _detector(model, train_x, train_y, per_class, bandwidth, cfg.seed, out_dir, log)
+    s = Setting(model, detector, ds.test.images[:images].float().div(255), ds.test.labels[:images],
+                train_x, train_y, eps, cfg.name, RunDir.of_checkpoint(loaded.checkpoint).root, out_dir,
+                cfg.seed, options, log)
     _, all_pred = _outputs(model, ds.test.images.float().div(255))
     numbers: dict = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
                      "recipe": cfg.defense.recipe, "eps": eps, "images": images,
@@ -192,65 +203,90 @@ def detect(path: str | Path, *, which: str = "last", images: int = 200, per_clas
                         f"{len(ds.test)} test images. KDE bandwidth {detector.bandwidth:.3g} "
                         f"({'given' if bandwidth else 'cross-validated'}), {per_class} training "
                         "embeddings per class.")]
-    if "gray" in threats:
-        gray = {}
-        for label, (name, params) in gray_box_attacks(eps, cw_hc_steps=cw_hc_steps).items():
-            log(f"gray-box {label} on {images} images")
-            attack = ATTACKS.build(name, **params)
-            gray[label] = detection_of(model, detector, x, y, _attacked(attack, model, x, y, batch))
-        numbers["gray_box"] = gray
-        sections.append(Section(
-            "Gray-box detection (PDM Table 2)", "The attacker knows the model, not the detector. AUC "
-            "on equal numbers of clean and successful adversarial examples (the images the model gets "
-            "right and the attack fools), scored by the KDE density under the predicted class.",
-            head=["attack", "successful", "AUC", "detected at 5% FPR", "mean distortion d"],
-            rows=[[k, str(v["successful"]), _num(v["auc"]), _pct(v["detection_rate"]),
-                   _num(v.get("mean_distortion"))] for k, v in gray.items()],
-            figure="roc.png", png=plots.roc_png({k: tuple(map(np.array, v["roc"])) for k, v in gray.items()
-                                                 if v.get("roc")}, f"{cfg.name}: gray-box ROC")))
-    if "white" in threats:
-        white = white_box(model, detector, x, y, wb_steps, batch, log=log)
-        numbers["white_box"] = white
-        sections.append(Section(
-            "White-box distortion (PDM Table 3)", "C&W-wb also raises the KDE density of its examples "
-            "to a target tau (a quantile of the clean images' densities), tried from the median up "
-            "until detection AUC <= 0.5; d = mean ||x' - x||_2 / sqrt(pixels) of the successful "
-            "examples (higher: the defense forces more distortion).",
-            head=["tau quantile", "successful", "AUC", "d"],
-            rows=[[f"{t['quantile']:g}", str(t["successful"]), _num(t["auc"]), _num(t.get("mean_distortion"))]
-                  for t in white["tried"]]))
-    if "black" in threats:
-        log(f"black-box: distilling a proxy for {proxy_epochs} epochs")
-        proxy = distilled_proxy(loaded.checkpoint.parent.parent, out_dir, proxy_epochs, log)
-        proxy_detector = fit_detector(proxy, train_x, train_y, per_class, None, cfg.seed)
-        z, pred = _outputs(proxy, x)
-        tau = float(np.quantile(proxy_detector.score(z, pred), 0.5))
-        attack = kde_evading_cw(proxy_detector, tau, wb_steps)
-        log("black-box: C&W-wb on the proxy, scored on the target")
-        x_adv = _attacked(attack, proxy, x, y, batch)
-        black = detection_of(model, detector, x, y, x_adv)
-        black.pop("roc", None)
-        numbers["black_box"] = black
-        sections.append(Section(
-            "Black-box detection (PDM Table 4)", "C&W-wb against a proxy distilled from the model's "
-            "outputs (same architecture, the proxy's own KDE); the examples that fool the target are "
-            "scored by the target's detector.", head=["successful on the target", "AUC"],
-            rows=[[str(black["successful"]), _num(black["auc"])]]))
+    for name, (key, measure) in THREATS.items():
+        if name in threats:
+            numbers[key], section = measure(s)
+            sections.append(section)
     log("embeddings: t-SNE and Davies-Bouldin")
-    fgsm = ATTACKS.build("fgsm", eps=eps)
-    study = embedding_study(model, x, y, fgsm, ds.num_classes)
+    study = embedding_study(model, s.x, s.y, ATTACKS.build("fgsm", eps=eps), ds.num_classes)
     numbers["davies_bouldin"] = study["davies_bouldin_clean"]
     sections.append(Section(
         "Embedding clusters (PDM Fig. 2)", f"t-SNE of the test embeddings with their FGSM examples "
-        f"(crosses); Davies-Bouldin index {_num(study['davies_bouldin_clean'])} (lower: tighter, better "
+        f"(crosses); Davies-Bouldin index {num(study['davies_bouldin_clean'])} (lower: tighter, better "
         "separated classes).", figure="tsne.png", png=plots.tsne_png({cfg.name: study}, ds.class_names)))
-    files = write_explain_report(f"Detection report: {cfg.name}", sections, numbers, out_dir, stem="detect")
+    files = write_sections_page(f"Detection report: {cfg.name}", sections, numbers, out_dir, stem="detect")
     return {"files": {k: str(v) for k, v in files.items()}, **numbers}
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def _detector(model, train_x, train_y, per_class: int, bandwidth: float | None, seed: int, out_dir: Path,
+              log: Callable[[str], None]):
+    """The run's KDE detector: the saved one when its settings match, else fitted and saved."""
+    from robustlab.detectors import KDEDetector
+
+    detector_file = detector_path(out_dir)
+    if detector_file.is_file():
+        detector = KDEDetector.load(detector_file)
+        if detector.per_class == per_class and (bandwidth is None or detector.bandwidth == bandwidth):
+            return detector
+    log(f"fitting the KDE detector on {per_class} training embeddings per class")
+    detector = fit_detector(model, train_x, train_y, per_class, bandwidth, seed)
+    detector.save(detector_file)
+    return detector
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _gray(s: Setting) -> tuple[dict, Section]:
+    from robustlab.analysis import plots
+    from robustlab.attacks import ATTACKS
+
+    gray = {}
+    for label, (name, params) in gray_box_attacks(s.eps, cw_hc_steps=s.options["cw_hc_steps"]).items():
+        s.log(f"gray-box {label} on {len(s.y)} images")
+        x_adv = _attacked(ATTACKS.build(name, **params), s.model, s.x, s.y, s.options["batch_size"])
+        gray[label] = detection_of(s.model, s.detector, s.x, s.y, x_adv)
+    return gray, Section(
+        "Gray-box detection (PDM Table 2)", "The attacker knows the model, not the detector. AUC "
+        "on equal numbers of clean and successful adversarial examples (the images the model gets "
+        "right and the attack fools), scored by the KDE density under the predicted class.",
+        head=["attack", "successful", "AUC", "detected at 5% FPR", "mean distortion d"],
+        rows=[[k, str(v["successful"]), num(v["auc"]), pct(v["detection_rate"], 1),
+               num(v.get("mean_distortion"))] for k, v in gray.items()],
+        figure="roc.png", png=plots.roc_png({k: tuple(map(np.array, v["roc"])) for k, v in gray.items()
+                                             if v.get("roc")}, f"{s.name}: gray-box ROC"))
+
+
+def _white(s: Setting) -> tuple[dict, Section]:
+    white = white_box(s.model, s.detector, s.x, s.y, s.options["wb_steps"], s.options["batch_size"],
+                      log=s.log)
+    return white, Section(
+        "White-box distortion (PDM Table 3)", "C&W-wb also raises the KDE density of its examples "
+        "to a target tau (a quantile of the clean images' densities), tried from the median up "
+        "until detection AUC <= 0.5; d = mean ||x' - x||_2 / sqrt(pixels) of the successful "
+        "examples (higher: the defense forces more distortion).",
+        head=["tau quantile", "successful", "AUC", "d"],
+        rows=[[f"{t['quantile']:g}", str(t["successful"]), num(t["auc"]), num(t.get("mean_distortion"))]
+              for t in white["tried"]])
+
+
+def _black(s: Setting) -> tuple[dict, Section]:
+    epochs = s.options["proxy_epochs"]
+    s.log(f"black-box: distilling a proxy for {epochs} epochs")
+    proxy = distilled_proxy(s.run, s.out_dir, epochs, s.log)
+    proxy_detector = fit_detector(proxy, s.train_x, s.train_y, s.options["per_class"], None, s.seed)
+    z, pred = _outputs(proxy, s.x)
+    tau = float(np.quantile(proxy_detector.score(z, pred), 0.5))
+    attack = kde_evading_cw(proxy_detector, tau, s.options["wb_steps"])
+    s.log("black-box: C&W-wb on the proxy, scored on the target")
+    x_adv = _attacked(attack, proxy, s.x, s.y, s.options["batch_size"])
+    black = detection_of(s.model, s.detector, s.x, s.y, x_adv)
+    black.pop("roc", None)
+    return black, Section(
+        "Black-box detection (PDM Table 4)", "C&W-wb against a proxy distilled from the model's "
+        "outputs (same architecture, the proxy's own KDE); the examples that fool the target are "
+        "scored by the target's detector.", head=["successful on the target", "AUC"],
+        rows=[[str(black["successful"]), num(black["auc"])]])
+
+
+# `--threats NAME`: PDM's three threat models (App. D), each with the key of its numbers.
+THREATS: dict[str, tuple[str, Callable[[Setting], tuple[dict, Section]]]] = {
+    "gray": ("gray_box", _gray), "white": ("white_box", _white), "black": ("black_box", _black),
+}

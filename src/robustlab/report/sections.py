@@ -1,6 +1,6 @@
-"""The explain report: sections of text, tables and PNG figures as explain.json / explain.md /
-explain.html. The HTML embeds each PNG (base64), so it stays one self-contained file; the PNGs
-are also written beside it."""
+"""A page of sections (text, a table, a PNG figure) as <stem>.json / .md / .html: the explain,
+detect and results pages. The HTML embeds each PNG (base64), so it stays one self-contained
+file; the PNGs are also written beside it."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class Section:
     png: bytes | None = field(default=None, repr=False)
 
 
-def write_explain_report(title: str, sections: Sequence[Section], numbers: dict, out_dir: Path,
-                         stem: str = "explain") -> dict:
+def write_sections_page(title: str, sections: Sequence[Section], numbers: dict, out_dir: Path,
+                        stem: str = "explain") -> dict:
     """Write the PNGs and <stem>.json / .md / .html; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}

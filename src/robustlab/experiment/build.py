@@ -1,0 +1,120 @@
+"""From a `Config` (or a saved run) to objects: data, model, batches, objective, monitor."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from robustlab.config import Config, config_from_dict
+from robustlab.data import Batches, Dataset, Split, default_eps, load_dataset, validation_split
+from robustlab.defenses import build_objective
+from robustlab.experiment.rundir import RunDir
+from robustlab.models import Classifier, create_model
+from robustlab.train import DistInfo, TrainData, load_checkpoint, load_weights
+from robustlab.train.monitors import RobustMonitor
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def subset_of(split: Split, limit: int | None, seed: int) -> Split:
+    """A seeded random subset of `limit` samples (all of them when limit is None or larger)."""
+    if limit is None or limit >= len(split):
+        return split
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.subset(order[:limit])
+
+
+def load_data(cfg: Config) -> Dataset:
+    ds = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, **cfg.data.options)
+    train = subset_of(ds.train, cfg.data.train_limit, cfg.seed)
+    test = subset_of(ds.test, cfg.data.test_limit, cfg.seed + 1)
+    return dataclasses.replace(ds, train=train, test=test)
+
+
+def build_model(cfg: Config, ds: Dataset) -> Classifier:
+    return create_model(
+        cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
+        image_size=ds.image_size, mean=ds.mean, std=ds.std, **cfg.model.options,
+    )
+
+
+def model_from_checkpoint(state: dict) -> Classifier:
+    """Rebuild the architecture a checkpoint names and load its weights."""
+    model = create_model(**state["arch"])
+    load_weights(model, state)
+    return model
+
+
+def make_batches(cfg: Config, ds: Dataset, dist: DistInfo | None = None, device="cpu") -> TrainData:
+    dist = dist or DistInfo()
+    augment = cfg.data.augment
+    if augment is None:  # the CIFAR/SVHN papers crop and flip; the 28x28 grey papers do not
+        augment = ds.in_channels == 3 and ds.image_size >= 32
+    train, evals = ds.train, {}
+    if cfg.data.val_fraction > 0:
+        train, val = validation_split(ds.train, cfg.data.val_fraction, cfg.seed)
+        evals["val"] = Batches(val, cfg.data.eval_batch_size, shuffle=False, device=device)
+    evals["test"] = Batches(ds.test, cfg.data.eval_batch_size, shuffle=False, device=device)
+    train_batches = Batches(
+        train, cfg.data.batch_size, shuffle=True, seed=cfg.seed, augment=augment, drop_last=True,
+        rank=dist.rank, world_size=dist.world_size, device=device,
+    )
+    return TrainData(train_batches, evals)
+
+
+def training_eps(cfg: Config, ds: Dataset) -> float:
+    """defense.eps, or the data set's default budget (`robustlab.data.default_eps`)."""
+    return cfg.defense.eps if cfg.defense.eps is not None else default_eps(ds.name)
+
+
+def build_defense(cfg: Config, ds: Dataset):
+    """The recipe's objective at the run's eps, options and extra terms."""
+    return build_objective(cfg.defense.recipe, eps=training_eps(cfg, ds),
+                           label_smoothing=cfg.train.label_smoothing,
+                           label_smoothing_mode=cfg.train.label_smoothing_mode,
+                           forward=cfg.defense.forward, terms=cfg.defense.terms, **cfg.defense.options)
+
+
+def robust_monitor(cfg: Config, ds: Dataset) -> RobustMonitor | None:
+    """PGD-k accuracy at the training eps on fixed held-out images, checked every evaluated
+    epoch: the validation split when there is one, else the *last* N test images, so the
+    evaluation suites (the first N) never score the images that picked best_robust.pt."""
+    from robustlab.attacks import ATTACKS
+
+    n = cfg.train.monitor_images
+    if n == 0:
+        return None
+    if cfg.data.val_fraction:
+        held = subset_of(validation_split(ds.train, cfg.data.val_fraction, cfg.seed)[1], n, cfg.seed + 3)
+    else:
+        held = ds.test.subset(torch.arange(max(0, len(ds.test) - n), len(ds.test)))
+    x, y = held.images.float().div(255), held.labels
+    attack = ATTACKS.build("pgd", eps=training_eps(cfg, ds), steps=cfg.train.monitor_steps)
+    return RobustMonitor(x, y, attack, batch_size=cfg.data.eval_batch_size)
+
+
+@dataclass
+class Loaded:
+    cfg: Config
+    model: Classifier
+    checkpoint: Path
+    state: dict
+
+
+def load_run(path: str | Path, which: str = "last", data_dir: str | None = None) -> Loaded:
+    """A run directory (its `which` checkpoint) or a checkpoint file, with its config."""
+    path = Path(path)
+    if path.is_dir():
+        path = RunDir(path).existing_checkpoint(which)
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    return Loaded(cfg, model_from_checkpoint(state), path, state)

@@ -1,0 +1,152 @@
+"""`RunDir`: every path of a run directory, in one place.
+
+    <out_dir>/<name>/
+      config.yaml          the resolved config
+      metrics.jsonl        a line every train.log_every steps and one per epoch
+      teacher.json         the teacher checkpoint a run used (AGKD-BML, ATAT)
+      checkpoints/         last.pt, best.pt, best_robust.pt
+      report/              `robustlab eval` of last.pt (report_<which>/ of another checkpoint)
+      explain/             `robustlab explain`
+      detect/              `robustlab detect` (kde.pt, proxy/ for the black-box threat)
+
+Nothing outside this module spells one of these names.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from robustlab.config import Config, config_from_dict, read_yaml, save_config
+from robustlab.errors import UserError
+from robustlab.train import DistInfo, RunFiles
+from robustlab.train.distributed import barrier
+
+CHECKPOINT_HINT = {"best_robust": "best_robust.pt is kept only while the robust monitor runs "
+                                  "(train.monitor_images > 0)"}
+
+
+class RunDir:
+    """The layout of one run directory (see the module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
+        """The run a checkpoint file belongs to (<run>/checkpoints/<which>.pt)."""
+        return cls(Path(checkpoint).parent.parent)
+
+    @classmethod
+    def of(cls, path: str | Path, checkpoint: str | Path) -> RunDir:
+        """`path` itself when it is a run directory, else the run of `checkpoint`."""
+        path = Path(path)
+        return cls(path) if path.is_dir() else cls.of_checkpoint(checkpoint)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def teacher_record(self) -> Path:
+        return self.root / "teacher.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, which: str = "last") -> Path:
+        return self.checkpoints / f"{which}.pt"
+
+    def files(self) -> RunFiles:
+        """What the training loop writes."""
+        return RunFiles(root=self.root, metrics=self.metrics, last=self.checkpoint("last"),
+                        best=self.checkpoint("best"), best_robust=self.checkpoint("best_robust"))
+
+    def report(self, which: str = "last") -> Path:
+        """report/ for the last checkpoint, report_<which>/ for another."""
+        return self.root / ("report" if which == "last" else f"report_{which}")
+
+    @property
+    def report_json(self) -> Path:
+        return self.report() / "report.json"
+
+    @property
+    def explain(self) -> Path:
+        return self.root / "explain"
+
+    @property
+    def detect(self) -> Path:
+        return self.root / "detect"
+
+    def existing_checkpoint(self, which: str) -> Path:
+        """checkpoints/<which>.pt, or a UserError saying why it is missing."""
+        candidate = self.checkpoint(which)
+        if not candidate.is_file():
+            hint = CHECKPOINT_HINT.get(which, "is it a finished robustlab run?")
+            raise UserError(f"{self.root} has no checkpoints/{which}.pt; {hint}")
+        return candidate
+
+    def saved_config(self, overrides: list[str] | None = None) -> Config:
+        """The config this run was started with, with `overrides` on top (`--resume`)."""
+        if not self.config.is_file():
+            raise UserError(f"no run to resume at {self.root}; start it with robustlab train --config ...")
+        return config_from_dict(read_yaml(self.config), overrides or [])
+
+    def prepare(self, cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -> None:
+        """Refuse to overwrite a run by accident; `--force` replaces it, `--resume` continues it."""
+        # Every rank checks before any rank writes, so all see the same state and fail alike.
+        barrier(dist)
+        exists = self.root.exists() and any(self.root.iterdir())
+        if exists and resume and self.config.is_file():
+            # Fill the saved file's defaults first: a key added to Config since the run started is
+            # not a difference.
+            saved = config_from_dict(read_yaml(self.config)).to_dict()
+            diffs = config_differences(saved, cfg.to_dict(), allowed={"train.epochs", "data.data_dir"})
+            if diffs:
+                raise UserError(
+                    f"cannot resume {self.root}: the config differs from the saved one at "
+                    f"{', '.join(diffs)}; resume with the saved settings or use --force to start over"
+                )
+        elif exists and not force and not resume:
+            raise UserError(
+                f"run directory {self.root} already exists; use --resume to continue it, --force to "
+                "replace it, or name=OTHER for a new run"
+            )
+        barrier(dist)
+        if dist.is_main:
+            if exists and force and not resume:
+                shutil.rmtree(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.config)
+        barrier(dist)
+
+
+def detector_path(detect_dir: Path) -> Path:
+    """The fitted KDE detector of `robustlab detect` (`detect_dir` may be --out)."""
+    return Path(detect_dir) / "kde.pt"
+
+
+def suite_state(report_dir: Path) -> Path:
+    """Where an interrupted evaluation keeps its finished attacks (`report_dir` may be --out)."""
+    return Path(report_dir) / "state.pt"
+
+
+def config_differences(saved: dict, new: dict, allowed: set[str], prefix: str = "") -> list[str]:
+    """Dotted keys where two config dicts differ, ignoring `allowed` ones."""
+    diffs = []
+    for key in sorted(set(saved) | set(new)):
+        dotted = prefix + key
+        a, b = saved.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and dotted not in allowed:
+            diffs += config_differences(a, b, allowed, dotted + ".")
+        elif a != b and dotted not in allowed:
+            diffs.append(dotted)
+    return diffs

@@ -1,0 +1,58 @@
+"""What a reproduction runs: the recipes (every registered defense), the PDM family that is
+detected, and the budgets. Read by `run` (which executes the plan) and `pages` (which reports it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from robustlab.defenses import RECIPES as REGISTERED
+
+# distill is a tool (PDM's black-box proxy copies a trained model), not a defense to compare.
+NOT_REPRODUCED = ("distill",)
+# In the order recipes.py defines them: the baselines, the Cascade family, fast / free AT, the
+# attention defenses, AGKD-BML and its ablations, the PDM family.
+RECIPES = tuple(name for name in REGISTERED.names(registered_order=True) if name not in NOT_REPRODUCED)
+# PDM Tables 1-4: the CE baseline, RCE, Siamese + RVL and PDM itself.
+DETECTED = ("standard", "rce", "siamese_rvl", "pdm")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of the papers' protocol a reproduction runs. None keeps the config's value."""
+
+    name: str
+    train_images: int | None   # a seeded subset of the training split
+    epochs: int | None
+    monitor_images: int | None  # the robust monitor's held-out images (0: off)
+    suite_images: int           # the first N test images for the papers suite
+    detect: dict = field(default_factory=dict)  # options of `detection.detect`
+    about: str = ""
+
+    def overrides(self) -> list[str]:
+        pairs = {"data.train_limit": self.train_images, "train.epochs": self.epochs,
+                 "train.monitor_images": self.monitor_images}
+        return [f"{k}={v}" for k, v in pairs.items() if v is not None]
+
+
+BUDGETS = {
+    # Fits 2 hours on 2 CPU cores (81 min measured, docs/results.md): 10,000 training images x
+    # 2 epochs, the suite on 50 test images, detection with a twentieth of PDM's iterations.
+    "small": Budget("small", train_images=10_000, epochs=2, monitor_images=0, suite_images=50,
+                    detect={"images": 50, "per_class": 500, "cw_hc_steps": 50, "wb_steps": 50,
+                            "proxy_epochs": 1},
+                    about="10,000 training images x 2 epochs; papers suite on the first 50 test images; "
+                          "detection on 50 images, 500 embeddings per class, C&W-hc / C&W-wb 50 "
+                          "iterations, a 1-epoch proxy"),
+    # The configs as written (15 epochs of the 60,000 images) and the suites' and PDM's own sizes.
+    "full": Budget("full", train_images=None, epochs=None, monitor_images=None, suite_images=1000,
+                   detect={"images": 200, "per_class": 1000, "cw_hc_steps": 1000, "wb_steps": 1000,
+                           "proxy_epochs": 2},
+                   about="the configs' schedules on every training image; papers suite on the first "
+                         "1,000 test images; detection with PDM's settings (200 images, 1,000 "
+                         "iterations)"),
+}
+
+
+def detect_flags(settings: dict) -> str:
+    """The `robustlab detect` options that give these settings."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
