@@ -313,30 +313,16 @@ def test_a_nan_loss_stops_naming_step_and_term_and_keeps_the_last_good_checkpoin
 
 
 def test_fp16_overflow_steps_are_skipped_by_the_grad_scaler():
-    from robustlab.config import TrainConfig
-    from robustlab.train.fit import _train_step
+    from robustlab.train.state import Optimization
 
     model = torch.nn.Linear(2, 1)
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    loss = (model(torch.ones(1, 2)) * 3e38).sum()  # finite, but its scaled gradient overflows as fp16 does
 
-    class Huge:  # a finite loss whose scaled gradient overflows, as fp16 does
-        def __call__(self, step):
-            return {"loss": (model(torch.ones(1, 2)) * 3e38).sum()}
-
-    class FakeStep:
-        def __init__(self):
-            self.model = model
-
-        def cached(self, name):
-            return False
-
-    import contextlib
-
-    _train_step(FakeStep(), Huge(), optimizer, scaler, scheduler, contextlib.nullcontext, TrainConfig(),
-                where="here", last=Path("last.pt"))
+    Optimization(optimizer, scheduler, scaler, None).step(loss, model.parameters(), None, lambda: None)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the step was skipped
     assert scaler.get_scale() == 2.0 ** 15  # and the scale backed off
     assert scheduler.last_epoch == 0  # the schedule waits for a real update
