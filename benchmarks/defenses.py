@@ -39,13 +39,14 @@ import torch
 from results_file import wrap_prose, write_section
 
 from robustlab.attacks import ATTACKS
-from robustlab.attacks.base import frozen_eval, input_grad
+from robustlab.attacks.base import input_grad
 from robustlab.config import load_config
 from robustlab.data import Batches, ClassIndex
-from robustlab.defenses import FrozenTeacher, Step, build_objective
+from robustlab.defenses import FrozenTeacher, build_objective
 from robustlab.eval import attack_batches
 from robustlab.experiment import evaluate_clean, load_data, load_run, train
 from robustlab.io import atomic_write_text
+from robustlab.models.modes import frozen_eval
 from robustlab.train.optim import build_optimizer
 
 EPS = 0.1
@@ -82,7 +83,7 @@ def cost(repeats: int) -> dict:
     class_index = ClassIndex(ds.train)
 
     def train_step(objective) -> None:
-        step = Step(model, x, y, adversary=objective.adversary, teacher=teacher)
+        step = objective.step(model, x, y, teacher=teacher)
         for _ in range(objective.replays):
             loss = objective(step)["loss"]
             optimizer.zero_grad(set_to_none=True)
@@ -96,8 +97,7 @@ def cost(repeats: int) -> dict:
 
     objectives = {r: build_objective(r, eps=EPS) for r in RECIPES}
     for objective in objectives.values():
-        if hasattr(objective.adversary, "class_index"):
-            objective.adversary.class_index = class_index
+        objective.prepare(class_index=class_index)
     timings: dict[str, list[float]] = {name: [] for name in [*RECIPES, "attack_step"]}
     for _ in range(repeats):  # interleave so drifting load hits every entry alike
         timings["attack_step"].append(_timed(attack_step, 3))

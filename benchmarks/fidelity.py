@@ -105,18 +105,37 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def paired(old: dict, new: dict, key: str, n: int) -> str:
+    """new - old on the same n images: the difference in points, its 95% CI (Wald interval of a
+    paired difference of proportions) and the exact McNemar p-value (scipy.stats.binomtest on the
+    b + c discordant images)."""
+    from scipy.stats import binomtest
+
+    if f"{key}_robust" not in old or f"{key}_robust" not in new:
+        return "-"
+    a, b = set(old[f"{key}_robust"]), set(new[f"{key}_robust"])
+    gained, lost = len(b - a), len(a - b)
+    diff = (gained - lost) / n
+    se = ((gained + lost) / n ** 2 - diff ** 2 / n) ** 0.5
+    p = binomtest(gained, gained + lost).pvalue if gained + lost else 1.0
+    return f"{100 * diff:+.1f} [{100 * (diff - 1.96 * se):+.1f}, {100 * (diff + 1.96 * se):+.1f}], p {p:.2g}"
+
+
 def table(args: argparse.Namespace) -> None:
     old, new = Path(args.old), Path(args.new)
-    lines = ["| recipe | clean old | clean new | PGD-20 old | PGD-20 new | AA old | AA new | "
-             "mean gray AUC old | mean gray AUC new |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | clean old | clean new | PGD-20 old | PGD-20 new | new - old (95% CI, McNemar) | "
+             "AA old | AA new | new - old (95% CI, McNemar) | mean gray AUC old | new |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for recipe in RECIPES:
         rows = []
         for folder in (old, new):
             f = folder / recipe / "fidelity.json"
             rows.append(json.loads(f.read_text()) if f.is_file() else {})
-        cells = [recipe]
-        for key in ("clean", "pgd20", "autoattack"):
-            cells += [_pct(r.get(key)) for r in rows]
+        if not any(rows):
+            continue
+        cells = [recipe, *[_pct(r.get("clean")) for r in rows]]
+        for key, n in (("pgd20", SETTINGS["pgd_images"]), ("autoattack", SETTINGS["aa_images"])):
+            cells += [*[_pct(r.get(key)) for r in rows], paired(*rows, key, n)]
         for r in rows:
             auc = [v for v in (r.get("gray_auc") or {}).values() if v is not None]
             cells.append(f"{sum(auc) / len(auc):.3f}" if auc else "-")

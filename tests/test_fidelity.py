@@ -257,3 +257,48 @@ def test_pdm_configs_use_leaky_relu():
     for recipe in ("pdm", "siamese_rvl"):
         cfg = load_config(f"configs/{recipe}_fmnist.yaml", [])
         assert cfg.model.options["activation"] == "leaky_relu"
+
+
+# ---- review mends: old runs, stage names, per-term options, Grad-CAM and counts on a joint forward
+
+def test_a_checkpoint_saved_before_the_activation_option_still_loads():
+    from robustlab.experiment import model_from_checkpoint
+    from robustlab.train import check_architecture
+
+    model = tiny()
+    old_arch = {k: v for k, v in model.arch.items() if k not in ("activation", "negative_slope")}
+    state = {"arch": old_arch, "model": model.state_dict()}
+    check_architecture(state, model)  # the missing options are their defaults
+    assert model_from_checkpoint(state).arch == model.arch
+
+
+def test_stage_names_do_not_change_with_config_keys_added_later():
+    from robustlab.experiment.training import stage_config
+
+    # the name the code before init_from_teacher / forward / label_smoothing_mode gave this teacher
+    for extra in ([], ["train.label_smoothing=0.5", "train.label_smoothing_mode=wrong_classes"]):
+        cfg = load_config("configs/agkd_bml_fmnist.yaml", extra)
+        assert stage_config(cfg, "teacher", 2).name == "_teacher_fashion-mnist_small_cnn_d6fc3d56"
+    cfg = load_config("configs/agkd_bml_fmnist.yaml", ["defense.forward=separate"])
+    assert stage_config(cfg, "teacher", 2).name == "_teacher_fashion-mnist_small_cnn_d6fc3d56"
+
+
+def test_a_terms_own_smoothing_mode_wins_over_the_trains():
+    objective = build_objective("madry", eps=0.1, label_smoothing_mode="all",
+                                terms={"adv_ce": {"label_smoothing": 0.1, "smoothing_mode": "wrong_classes"}})
+    assert objective.terms["adv_ce"][0].keywords["smoothing_mode"] == "wrong_classes"
+
+
+def test_grad_cam_of_a_joint_forward_equals_each_sets_own():
+    from robustlab.attention import cam_from
+    from robustlab.defenses.terms import student_cam
+
+    model = tiny().eval()  # eval-mode BN: a set's features do not depend on the other set
+    x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+    step = Step(model, x, y, adversary=fixed_adversary(), joint=("clean", "adv"))
+    alone = model.forward_all(step.x_adv)
+    expected = cam_from(alone.features, alone.logits, y, create_graph=True)
+    torch.testing.assert_close(student_cam(step, "adv"), expected)
+    assert step.counts().keys() == {"correct", "adv_correct", "adv_n"}  # read through Grad-CAM only
+    with pytest.raises(UserError, match="one class per image"):
+        cam_from(alone.features, alone.logits, y[:3], rows=slice(0, 6))

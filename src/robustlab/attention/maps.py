@@ -106,6 +106,12 @@ def cam_from(feats: Tensor, logits: Tensor, cls: Tensor | None = None, *, create
     `rows`: the maps of those images only (a slice of a concatenated forward's batch; `cls`
     then has one class per row of the slice)."""
     if rows is not None:
+        n = len(range(*rows.indices(len(feats))))
+        if cls is None:
+            cls = logits[rows].detach().argmax(1)
+        if cls.shape != (n,):
+            raise UserError(f"grad_cam needs one class per image: got shape {tuple(cls.shape)} for "
+                            f"the {n} rows {rows.start}:{rows.stop}")
         with torch.enable_grad():
             (grads,) = torch.autograd.grad(
                 logits[rows].gather(1, cls.view(-1, 1).to(logits.device)).sum(), feats,

@@ -404,8 +404,10 @@ def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: f
     if label_smoothing_mode not in SMOOTHING_MODES:
         raise UserError(f"train.label_smoothing_mode={label_smoothing_mode!r}: choose "
                         f"{' or '.join(SMOOTHING_MODES)}")
+    # A term's own smoothing_mode (defense.terms) wins over train.label_smoothing_mode.
     objective.terms = {name: (partial(fn, smoothing_mode=label_smoothing_mode)
-                              if "smoothing_mode" in _parameters(fn) else fn, weight)
+                              if "smoothing_mode" in _parameters(fn)
+                              and "smoothing_mode" not in getattr(fn, "keywords", {}) else fn, weight)
                        for name, (fn, weight) in objective.terms.items()}
     if forward is not None:
         if forward not in FORWARDS:

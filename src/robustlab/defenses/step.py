@@ -269,16 +269,25 @@ class Step:
         B clean images (from `clean`, or Cascade's B' = [x_adv; x]), and `adv_correct` of the k
         adversarial ones with `adv_n` = k; empty where no such outputs were computed."""
         counts: dict[str, Tensor] = {}
-        if self.cached("clean"):
-            counts["correct"] = (self.clean.logits.argmax(1) == self.y).sum().float()
+        clean, adv = self._computed("clean"), self._computed("adv")
+        if clean is not None:
+            counts["correct"] = (clean.logits.argmax(1) == self.y).sum().float()
         elif self.cached("augmented"):
             counts["correct"] = (self.augmented.logits[self.k:].argmax(1) == self.y).sum().float()
-        adv = self.adv.logits if self.cached("adv") else (
+        adv = adv.logits if adv is not None else (
             self.augmented.logits[: self.k] if self.cached("augmented") else None)
         if adv is not None:
             counts["adv_correct"] = (adv.argmax(1) == self.y_adv).sum().float()
             counts["adv_n"] = torch.tensor(float(self.k), device=adv.device)
         return counts
+
+    def _computed(self, which: str) -> Out | None:
+        """`which`'s outputs if this batch computed them (on its own or in the joint forward)."""
+        if self.cached(which):
+            return self.__dict__[which]
+        if self.cached("_joint_forward") and which in self._joint_forward[1]:
+            return self._joint_outputs[which]
+        return None
 
     def cached(self, name: str) -> bool:
         """Whether `name` (e.g. "clean", "x_adv") has been computed for this batch."""

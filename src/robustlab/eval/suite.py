@@ -47,7 +47,7 @@ class SuiteAttack:
     def kind(self) -> str:
         if self.source is not None:
             return "transfer"
-        kind = ATTACKS.info[self.attack]["kind"]
+        kind = ATTACKS.info[self.attack].get("kind", "iterative")
         return "single_step" if kind == "iterative" and self.params.get("steps") == 1 else kind
 
     def build(self, eps: float):

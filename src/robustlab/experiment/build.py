@@ -14,6 +14,7 @@ from robustlab.data import Batches, Dataset, Split, default_eps, load_dataset, v
 from robustlab.defenses import build_objective
 from robustlab.experiment.rundir import RunDir
 from robustlab.models import Classifier, create_model
+from robustlab.models.base import complete_arch
 from robustlab.train import DistInfo, TrainData, load_checkpoint, load_weights
 from robustlab.train.monitors import RobustMonitor
 
@@ -47,7 +48,7 @@ def build_model(cfg: Config, ds: Dataset) -> Classifier:
 
 def model_from_checkpoint(state: dict) -> Classifier:
     """Rebuild the architecture a checkpoint names and load its weights."""
-    model = create_model(**state["arch"])
+    model = create_model(**complete_arch(state["arch"]))
     load_weights(model, state)
     return model
 

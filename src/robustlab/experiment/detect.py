@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from robustlab.data import check_eps, default_eps
 from robustlab.errors import UserError
 from robustlab.experiment.build import load_data, load_run
-from robustlab.experiment.rundir import RunDir, detector_path
+from robustlab.experiment.rundir import PROXY_RUN, RunDir, detector_path
 from robustlab.models.modes import frozen_eval
 from robustlab.report import Section
 from robustlab.report.fmt import num, pct
@@ -136,7 +136,7 @@ def distilled_proxy(run: Path, out_dir: Path, epochs: int, log: Callable[[str], 
 
     loaded = load_run(run)
     cfg = config_from_dict(loaded.cfg.to_dict())
-    cfg.name, cfg.out_dir, cfg.seed = "proxy", str(out_dir), loaded.cfg.seed + 7
+    cfg.name, cfg.out_dir, cfg.seed = PROXY_RUN, str(out_dir), loaded.cfg.seed + 7
     cfg.train.epochs, cfg.train.monitor_images = epochs, 0
     cfg.defense = type(cfg.defense)(recipe="distill", teacher=str(loaded.checkpoint))
     resume = RunDir(cfg.run_dir).checkpoint("last").is_file()

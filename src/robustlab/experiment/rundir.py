@@ -22,6 +22,7 @@ from robustlab.errors import UserError
 from robustlab.train import DistInfo, RunFiles
 from robustlab.train.distributed import barrier
 
+PROXY_RUN = "proxy"  # the black-box proxy of `robustlab detect`: a run inside detect/
 CHECKPOINT_HINT = {"best_robust": "best_robust.pt is kept only while the robust monitor runs "
                                   "(train.monitor_images > 0)"}
 

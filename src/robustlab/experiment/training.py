@@ -97,6 +97,11 @@ def init_from_teacher(model: Classifier, teacher: FrozenTeacher | None, cfg: Con
                  "teacher (defense.init_from_teacher)")
 
 
+# (section, key, default) of config keys added after stages were first named.
+LATER_KEYS = (("defense", "source", None), ("defense", "init_from_teacher", False),
+              ("defense", "forward", None), ("train", "label_smoothing_mode", "all"))
+
+
 def stage_config(cfg: Config, role: str, seed_offset: int, recipe: str = "standard") -> Config:
     """The config of a stage trained with `recipe` (at `cfg`'s eps) and `cfg`'s data, model,
     optimizer and epochs (seed + offset), named <out_dir>/_<role>_<data>_<model>_<hash of its config>."""
@@ -104,13 +109,15 @@ def stage_config(cfg: Config, role: str, seed_offset: int, recipe: str = "standa
     stage.seed = cfg.seed + seed_offset
     stage.defense = type(cfg.defense)(recipe=recipe, eps=cfg.defense.eps if recipe != "standard" else None)
     stage.train.monitor_images = 0
-    stage.train.label_smoothing = 0.0
+    stage.train.label_smoothing, stage.train.label_smoothing_mode = 0.0, "all"
     key = stage.to_dict()
     for section, field in [("data", "data_dir"), ("train", "device"), ("train", "threads")]:
         key[section].pop(field, None)
     key.pop("name"), key.pop("out_dir")
-    if key["defense"].get("source") is None:  # added later: stages named before keep their names
-        key["defense"].pop("source", None)
+    # Keys added later, at their defaults, are left out: stages named before keep their names.
+    for section, field, default in LATER_KEYS:
+        if key[section].get(field, default) == default:
+            key[section].pop(field, None)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     stage.name = f"_{role}_{cfg.data.name}_{cfg.model.name}_{digest}"
     return stage

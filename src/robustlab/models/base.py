@@ -263,6 +263,17 @@ def _check_kwargs(name: str, factory: Callable[..., Any], kw: dict[str, Any]) ->
     return resolved
 
 
+def complete_arch(arch: dict[str, Any]) -> dict[str, Any]:
+    """A saved `arch` with every option its factory has now filled in with the default, so a
+    checkpoint written before an option existed (e.g. `activation`) still names its model."""
+    if arch.get("name") not in MODELS:
+        return dict(arch)
+    factory = MODELS.get(arch["name"])
+    defaults = {p.name: p.default for p in inspect.signature(factory).parameters.values()
+                if p.name not in _COMMON}
+    return {**defaults, **arch}
+
+
 def create_model(
     name: str,
     num_classes: int,

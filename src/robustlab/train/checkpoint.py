@@ -18,6 +18,7 @@ from torch import nn
 from robustlab import __version__
 from robustlab.errors import UserError
 from robustlab.io import atomic_torch_save, plain_torch_load
+from robustlab.models.base import complete_arch
 
 FORMAT = "robustlab-checkpoint/1"
 
@@ -52,7 +53,7 @@ class RunFiles:
 
 def check_architecture(state: dict[str, Any], model: nn.Module, source: str = "checkpoint") -> None:
     """Refuse weights of another architecture with a message that names both."""
-    want, have = state.get("arch", {}), getattr(model, "arch", {})
+    want, have = complete_arch(state.get("arch", {})), getattr(model, "arch", {})
     if want != have:
         keys = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         diff = ", ".join(f"{k}: {source} {want.get(k)!r} vs model {have.get(k)!r}" for k in keys)
