@@ -136,14 +136,19 @@ def cost_section(res: dict) -> str:
 
 # ---- robustness table ------------------------------------------------------------------------
 
-def robust_accuracy(run_dir: Path, attack_name: str, n: int, **params) -> float:
+def attack_first(run_dir: Path, attack_name: str, n: int, batch: int = 500, **params):
+    """`attack_batches` of a run's model on its first n test images (an AttackResult)."""
     loaded = load_run(run_dir)
     cfg = loaded.cfg
     cfg.data.test_limit = None
     test = load_data(cfg).test
-    batches = Batches(test.subset(torch.arange(n)), 500, shuffle=False)
+    batches = Batches(test.subset(torch.arange(n)), batch, shuffle=False)
     attack = ATTACKS.build(attack_name, **{"eps": EPS, **params})
-    return attack_batches(loaded.model.eval(), batches, attack, device="cpu").robust_accuracy
+    return attack_batches(loaded.model.eval(), batches, attack, device="cpu")
+
+
+def robust_accuracy(run_dir: Path, attack_name: str, n: int, **params) -> float:
+    return attack_first(run_dir, attack_name, n, **params).robust_accuracy
 
 
 def evaluate_recipe(recipe: str, epochs: int, n_attack: int, n_aa: int) -> dict:

@@ -24,33 +24,23 @@ import json
 import time
 from pathlib import Path
 
-import torch
+from defenses import attack_first  # benchmarks/defenses.py (this folder is on sys.path)
 
 import robustlab
-from robustlab.attacks import ATTACKS
 from robustlab.config import load_config
-from robustlab.data import Batches
-from robustlab.eval.attack_run import attack_batches
-from robustlab.experiment import evaluate_clean, load_data, load_run, train
+from robustlab.experiment import evaluate_clean, train
 from robustlab.experiment.detect import detect
 
 RECIPES = ("madry", "alp", "atat", "aad_madry", "aad_alp", "agkd_bml", "rce", "siamese_rvl", "pdm",
            "bidirection", "cascade")
 DETECTED = ("rce", "siamese_rvl", "pdm")
-EPS = 0.1
 SETTINGS = {"train_images": 10_000, "epochs": 2, "pgd_images": 1000, "aa_images": 200,
             "detect_images": 100, "per_class": 500}
 
 
 def robust_accuracy(run_dir: Path, attack_name: str, n: int, **params) -> tuple[float, list[int]]:
     """Robust accuracy on the first n test images and the indices of the images that stayed correct."""
-    loaded = load_run(run_dir)
-    cfg = loaded.cfg
-    cfg.data.test_limit = None
-    test = load_data(cfg).test
-    batches = Batches(test.subset(torch.arange(n)), 200, shuffle=False)
-    attack = ATTACKS.build(attack_name, **{"eps": EPS, **params})
-    result = attack_batches(loaded.model.eval(), batches, attack, device="cpu")
+    result = attack_first(run_dir, attack_name, n, batch=200, **params)
     kept = (result.per_sample["clean"] & result.per_sample["robust"]).nonzero().flatten().tolist()
     return result.robust_accuracy, kept
 
