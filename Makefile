@@ -1,29 +1,37 @@
-# The README's two commands are `make demo` and `make test`; both set up first.
-PYTHON ?= python3
+# The README's two commands are `make demo` and `make test`; both set up first (scripts/setup.sh
+# says what it installs and where: the active virtual environment, else the project's .venv).
+PY := $(shell bash scripts/setup.sh --python)
 
-.PHONY: setup demo test test-slow bench reproduce clean
+.PHONY: setup setup-test demo test test-slow bench reproduce clean
 
 setup: .setup.stamp
+setup-test: .setup-test.stamp
 
-.setup.stamp: pyproject.toml scripts/setup.sh
-	PYTHON=$(PYTHON) bash scripts/setup.sh
+$(PY):
+	bash scripts/setup.sh
+
+.setup.stamp: pyproject.toml scripts/setup.sh | $(PY)
+	bash scripts/setup.sh
+	@touch $@
+
+.setup-test.stamp: .setup.stamp
+	bash scripts/setup.sh --test
 	@touch $@
 
 demo: setup
-	$(PYTHON) -m robustlab train --config configs/standard_fmnist.yaml --resume
-	$(PYTHON) -m robustlab eval runs/standard_fmnist --suite quick
+	bash scripts/demo.sh $(PY)
 
-test: setup
-	$(PYTHON) -m pytest
+test: setup-test
+	$(PY) -m pytest
 
-test-slow: setup
-	$(PYTHON) -m pytest -m slow
+test-slow: setup-test
+	$(PY) -m pytest -m slow
 
 reproduce: setup
-	$(PYTHON) -m robustlab reproduce --budget small
+	$(PY) -m robustlab reproduce --budget small
 
-bench: setup
-	$(PYTHON) benchmarks/train_speed.py
+bench: setup-test
+	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf .setup.stamp .pytest_cache build src/*.egg-info
+	rm -rf .setup.stamp .setup-test.stamp .pytest_cache build src/*.egg-info

@@ -1,35 +1,73 @@
 #!/usr/bin/env bash
-# Installs what robustlab needs and is missing; safe to run again.
-#   - Fashion-MNIST (the default dataset) from Debian's dataset-fashion-mnist package, and
-#     Debian's chromium (the test that opens report.html in a headless browser)
-#   - torch==2.13.0 (the CPU build) only when no torch is importable, so a CUDA build is kept
-#   - robustlab itself, editable, with its test and dev extras
+# Sets up robustlab; safe to run again. What it installs, and where:
+#   - Python packages go into one environment, never into the system's interpreter (Debian and
+#     Ubuntu refuse that, PEP 668, and it would change other programs): the active virtual
+#     environment ($VIRTUAL_ENV, or conda's $CONDA_PREFIX) when there is one, else the project's
+#     own .venv, made from $PYTHON (default python3) with --system-site-packages so that a torch
+#     installed system-wide (a CUDA build, say) is seen and kept.
+#     Into it: torch==2.13.0 (the CPU build) only when it cannot import torch; robustlab itself
+#     (editable); with --test, the test and dev extras (pytest, ART, captum, jsonschema, ruff, ...).
+#   - Debian packages (apt-get, as root or through sudo), only those missing: dataset-fashion-mnist
+#     (the default data set, in /usr/share/datasets/fashion-mnist), python3-venv when the
+#     interpreter cannot make a virtual environment, and with --test chromium (about 350 MB, for
+#     the one test that renders report.html in a headless browser; without it that test is skipped).
+#
+# Usage: scripts/setup.sh           what `make demo` needs
+#        scripts/setup.sh --test    also what `make test` needs
+#        scripts/setup.sh --python  print the environment's interpreter (the Makefile runs it)
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+BASE=${PYTHON:-python3}
 FMNIST=/usr/share/datasets/fashion-mnist
+
+env_python() {
+  if [ -n "${VIRTUAL_ENV:-}" ]; then echo "$VIRTUAL_ENV/bin/python"
+  elif [ -n "${CONDA_PREFIX:-}" ]; then echo "$CONDA_PREFIX/bin/python"
+  else echo "$PWD/.venv/bin/python"; fi
+}
+
+if [ "${1:-}" = "--python" ]; then env_python; exit 0; fi
+TEST=""
+[ "${1:-}" = "--test" ] && TEST=1
+
+apt_install() {  # apt_install PACKAGE... (a warning, not a failure, where apt-get is not usable)
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || command -v sudo >/dev/null 2>&1; }; then
+    echo "setup: installing Debian package(s) $* (apt-get)"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    echo "setup: warning: apt-get is not usable here; not installed: $*" >&2
+    return 1
+  fi
+}
 
 missing=()
 ls "$FMNIST"/train-images-idx3-ubyte* >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO=sudo
-  if command -v apt-get >/dev/null 2>&1 && { [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1; }; then
-    echo "setup: installing Debian package(s) ${missing[*]}"
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null
-  else
-    echo "setup: warning: apt-get is not usable here; missing ${missing[*]}. Put Fashion-MNIST's" \
-         "IDX files in a folder and pass data.data_dir=FOLDER; without chromium the report" \
-         "rendering test is skipped" >&2
-  fi
+[ -n "$TEST" ] && ! command -v chromium >/dev/null 2>&1 && missing+=(chromium)
+PY=$(env_python)
+[ -x "$PY" ] || "$BASE" -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ] && ! apt_install "${missing[@]}"; then
+  echo "setup: without dataset-fashion-mnist, put Fashion-MNIST's IDX files in a folder and pass" \
+       "data.data_dir=FOLDER; without chromium the report rendering test is skipped" >&2
 fi
 
-if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
+if [ ! -x "$PY" ]; then
+  echo "setup: making the project environment .venv from $("$BASE" -c 'import sys; print(sys.executable)')" \
+       "(it also sees that interpreter's packages)"
+  "$BASE" -m venv --system-site-packages .venv
+fi
+echo "setup: Python packages go into $(dirname "$(dirname "$PY")")"
+
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing torch==2.13.0 (CPU build); install a CUDA build first to keep it"
-  "$PYTHON" -m pip install -q torch==2.13.0
+  "$PY" -m pip install -q torch==2.13.0
 fi
 
-"$PYTHON" -m pip install -q -e ".[test,dev]"
+if [ -n "$TEST" ]; then
+  "$PY" -m pip install -q -e ".[test,dev]"
+else
+  "$PY" -m pip install -q -e .
+fi

@@ -157,7 +157,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
 
 
 def test_attacks_do_not_import_training():
-    """Layering (DESIGN.md): attacks sit below train; adversarial sets use robustlab.io instead."""
+    """Layering (docs/architecture.md): attacks sit below train; adversarial sets use robustlab.io instead."""
     code = "import sys, robustlab.attacks; print(any(m.startswith('robustlab.train') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -3,6 +3,9 @@
 `atomic_torch_save` (and `atomic_write_text`) writes to a temporary file in the target's
 directory, fsyncs it, and renames it over the target, so a crash mid-write never leaves a
 half-written file in place.
+Both give the file the mode a plain `open` would (0666 less the umask): mkstemp's private 0600
+would keep reports and checkpoints from the people they are shared with. No file robustlab
+writes is secret.
 `plain_torch_load` reads with `torch.load(weights_only=True)` (tensors and built-in values only,
 so a crafted file cannot execute code) and turns every bad file into a one-line `UserError`.
 """
@@ -21,11 +24,24 @@ import torch
 from robustlab.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in `path`'s directory (created if missing), with the umask's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """`torch.save(obj)` to `path` atomically (temp file + fsync + rename); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
@@ -48,8 +64,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write `text` to `path` atomically (temp file in the same directory + rename): a failed or
     interrupted write leaves the previous file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

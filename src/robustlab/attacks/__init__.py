@@ -1,5 +1,6 @@
 """Attacks: `ATTACKS.build(name, eps=..., **params)` gives a callable
-`attack(model, x, y, target=None) -> x_adv`; see DESIGN.md for the contract."""
+`attack(model, x, y, target=None) -> x_adv`; docs/architecture.md ("Contracts as built") gives
+the contract."""
 
 from robustlab.attacks import (  # noqa: F401  (registers cw_l2, jsma, spsa, square)
     autoattack,  # noqa: F401  (registers autoattack, apgd_ce, apgd_t)

@@ -102,7 +102,6 @@ class PGD:
             if rule is not None or self.restarts > 1 or self.loss == "kl":
                 with torch.no_grad():
                     clean_logits = model(x)
-                warn_if_probabilities(clean_logits)
                 if rule is not None:
                     target = rule(clean_logits, y, seeds)
                 if self.loss == "kl":
@@ -135,13 +134,17 @@ class PGD:
         return threshold_area(grad_cam(model, x, y)).to(x.dtype)
 
     def _step_loss(self, model: nn.Module, x_adv: Tensor, y: Tensor, target, rule, seeds, loss_fn,
-                   area: Tensor | None) -> tuple[Tensor, Tensor | None]:
+                   area: Tensor | None, first: bool = False) -> tuple[Tensor, Tensor | None]:
         """The loss the step ascends, and the target it used. With A3 (AAD eq. 12) one forward
-        gives the feature map and the logits, and the attention deviation is added."""
+        gives the feature map and the logits, and the attention deviation is added. The `first`
+        step of a call checks that the model returns logits (on that step's outputs: a separate
+        clean forward would cost FGSM half again)."""
         if area is None:
             logits = model(x_adv)
         else:
             feats, logits = features_and_logits(model, x_adv, None, differentiable=True)
+        if first:
+            warn_if_probabilities(logits.detach())
         if self.retarget and rule is not None:
             target = rule(logits.detach(), y, seeds)
         loss = loss_fn(logits, y, target)
@@ -154,9 +157,10 @@ class PGD:
         """One restart: the final iterate and the target it ended with."""
         x_adv = self._start(x, restart) if self.random_start else x.clone()
         g = torch.zeros_like(x) if self.momentum else None
-        for _ in range(self.steps):
+        for step in range(self.steps):
             x_adv.requires_grad_(True)
-            loss, target = self._step_loss(model, x_adv, y, target, rule, seeds, loss_fn, area)
+            loss, target = self._step_loss(model, x_adv, y, target, rule, seeds, loss_fn, area,
+                                           first=step == 0 and restart == 0)
             grad = input_grad(loss, x_adv)
             if g is not None:
                 l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))

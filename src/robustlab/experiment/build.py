@@ -12,6 +12,7 @@ import torch
 from robustlab.config import Config, config_from_dict
 from robustlab.data import Batches, Dataset, Split, default_eps, load_dataset, validation_split
 from robustlab.defenses import build_objective
+from robustlab.errors import UserError
 from robustlab.experiment.rundir import RunDir
 from robustlab.models import Classifier, create_model
 from robustlab.models.base import complete_arch
@@ -112,6 +113,9 @@ class Loaded:
 def load_run(path: str | Path, which: str = "last", data_dir: str | None = None) -> Loaded:
     """A run directory (its `which` checkpoint) or a checkpoint file, with its config."""
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: give a run directory (runs/NAME, as robustlab train "
+                        "writes it) or a checkpoint file (RUN/checkpoints/last.pt)")
     if path.is_dir():
         path = RunDir(path).existing_checkpoint(which)
     state = load_checkpoint(path)

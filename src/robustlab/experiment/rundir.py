@@ -101,12 +101,20 @@ class RunDir:
             raise UserError(f"no run to resume at {self.root}; start it with robustlab train --config ...")
         return config_from_dict(read_yaml(self.config), overrides or [])
 
-    def prepare(self, cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -> None:
-        """Refuse to overwrite a run by accident; `--force` replaces it, `--resume` continues it."""
+    @property
+    def started(self) -> bool:
+        """Whether training ever wrote here: a metrics line or a checkpoint. A directory holding
+        only config.yaml is a start that failed before its first step."""
+        return self.metrics.is_file() or (self.checkpoints.is_dir() and any(self.checkpoints.iterdir()))
+
+    def check(self, cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -> None:
+        """Refuse to overwrite a run by accident (`--force` replaces it, `--resume` continues it);
+        writes nothing, so a refused or failed start leaves the directory as it was."""
         # Every rank checks before any rank writes, so all see the same state and fail alike.
         barrier(dist)
-        exists = self.root.exists() and any(self.root.iterdir())
-        if exists and resume and self.config.is_file():
+        if not self.started:
+            return
+        if resume and self.config.is_file():
             # Fill the saved file's defaults first: a key added to Config since the run started is
             # not a difference.
             saved = config_from_dict(read_yaml(self.config)).to_dict()
@@ -116,19 +124,23 @@ class RunDir:
                     f"cannot resume {self.root}: the config differs from the saved one at "
                     f"{', '.join(diffs)}; resume with the saved settings or use --force to start over"
                 )
-        elif exists and not force and not resume:
+        elif not force and not resume:
             raise UserError(
                 f"run directory {self.root} already exists; use --resume to continue it, --force to "
                 "replace it, or name=OTHER for a new run"
             )
+
+    def prepare(self, cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -> None:
+        """Create the run directory and save `cfg` once `check` passed and the config, data and
+        model are known to be valid. `--force` empties a started run; a run that never trained a
+        step is replaced without asking (its only file is the config of a failed start)."""
         barrier(dist)
         if dist.is_main:
-            if exists and force and not resume:
+            if self.started and force and not resume:
                 shutil.rmtree(self.root)
             self.root.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.config)
         barrier(dist)
-
 
 def detector_path(detect_dir: Path) -> Path:
     """The fitted KDE detector of `robustlab detect` (`detect_dir` may be --out)."""

@@ -51,9 +51,11 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     run_dir = RunDir(cfg.run_dir)
-    run_dir.prepare(cfg, resume=resume, force=force, dist=dist)
+    run_dir.check(cfg, resume=resume, force=force, dist=dist)
     ds = load_data(cfg)
     objective = build_defense(cfg, ds)
+    build_model(cfg, ds)  # a bad model name or option fails here, before the run directory exists
+    run_dir.prepare(cfg, resume=resume, force=force, dist=dist)
     quiet = log if dist.is_main else (lambda _: None)  # one process speaks
     # Before seeding: a teacher trained here must not change the student's initialisation.
     teacher = build_teacher(cfg, ds, objective, device, quiet, resume=resume, write=dist.is_main)
@@ -74,8 +76,20 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     quiet(f"{cfg.name}: {cfg.model.name} on {ds.name} ({len(data.train) * cfg.data.batch_size} "
           f"train images/epoch, {len(ds.test)} test), recipe {cfg.defense.recipe}, {device}"
           + (f", {dist.world_size} processes" if dist.enabled else ""))
+    if data.monitor is not None:
+        quiet(monitor_note(cfg, ds, len(data.monitor.y)))
     return fit(model, objective, data, cfg, device=device, files=run_dir.files(), resume=resume, dist=dist,
                log=quiet, callbacks=callbacks, teacher=teacher)
+
+
+def monitor_note(cfg: Config, ds: Dataset, images: int) -> str:
+    """What the epoch lines' robust_acc measures, and what to expect of it."""
+    held = "validation" if cfg.data.val_fraction else "last test"
+    note = (f"robust_acc: PGD-{cfg.train.monitor_steps} accuracy at eps {training_eps(cfg, ds):.4g} on "
+            f"{images} held-out ({held}) images")
+    if cfg.defense.recipe == "standard":
+        note += "; near 0 is expected of a standard-trained model (it is not defended)"
+    return note
 
 
 def check_fits(model: Classifier, ds: Dataset, what: str, key: str) -> None:

@@ -1,0 +1,156 @@
+"""What a new user hits first (the Rough edges issue): each behaviour through a real `robustlab`
+process where it is about the command line. docs/reliability.md lists them with these tests."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from robustlab.attacks import ATTACKS
+from robustlab.config import load_config
+from robustlab.experiment import train
+from robustlab.io import atomic_torch_save, atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.name=synthetic", "data.options={train_size: 128, test_size: 64}", "model.name=lenet",
+        "data.batch_size=32", "train.epochs=1"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def robustlab(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robustlab", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    train(load_config(None, [*TINY, f"out_dir={out}", "name=r", "train.monitor_images=0"]),
+          log=lambda _: None)
+    return out / "r"
+
+
+@pytest.mark.parametrize("mistake", [
+    [*TINY, "model.name=resnet7"],
+    ["data.name=fashion-mnist", "data.data_dir={tmp}/nowhere", "model.name=lenet", "train.epochs=1"],
+])
+def test_a_failed_start_writes_nothing_and_the_corrected_command_runs(tmp_path, mistake):
+    bad = robustlab("train", *[a.replace("{tmp}", str(tmp_path)) for a in mistake], f"out_dir={tmp_path}",
+                    "name=m")
+    assert bad.returncode == 2, bad.stderr
+    assert not (tmp_path / "m").exists()
+    good = robustlab("train", *TINY, f"out_dir={tmp_path}", "name=m", "train.monitor_images=0")
+    assert good.returncode == 0, good.stderr
+
+
+def test_a_run_that_never_trained_a_step_is_replaced_without_asking(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.yaml").write_text("name: m\nmodel: {name: resnet7}\n")  # a failed start
+    done = robustlab("train", *TINY, f"out_dir={tmp_path}", "name=m", "train.monitor_images=0")
+    assert done.returncode == 0, done.stderr
+    again = robustlab("train", *TINY, f"out_dir={tmp_path}", "name=m", "train.monitor_images=0")
+    assert again.returncode == 2 and "already exists" in again.stderr  # a trained run is kept
+
+
+@pytest.mark.parametrize("write", [lambda p: atomic_write_text(p, "x"), lambda p: atomic_torch_save({}, p)])
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, write):
+    old = os.umask(0o022)
+    try:
+        write(tmp_path / "file")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "file").stat().st_mode) == 0o644
+
+
+class Softmaxed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x).softmax(1)
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm", "mim", "cw_inf"])
+def test_every_gradient_attack_warns_once_per_call_about_a_softmax_output(name):
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ATTACKS.build(name, eps=0.1)(Softmaxed(), x, y)
+    messages = [str(w.message) for w in caught if "look like probabilities" in str(w.message)]
+    assert len(messages) == 1 and "remove the final softmax" in messages[0]
+
+
+def test_no_softmax_warning_for_logits():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ATTACKS.build("pgd", eps=0.1)(model, torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0]))
+
+
+def test_ctrl_c_during_attack_says_nothing_is_kept(run_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "robustlab", "attack", str(run_dir), "--attack", "pgd",
+                             "steps=100000", "--limit", "8"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    assert "Ctrl-C stops it" in proc.stdout.readline()  # the attack has started
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "keeps no partial results" in err and "state.pt" not in err, err
+
+
+def test_limit_is_the_first_n_images_in_attack_as_in_eval_and_sample_is_random(run_dir):
+    first = robustlab("attack", run_dir, "--attack", "fgsm", "--limit", 5, "--json", "--save",
+                      run_dir / "first.pt")
+    drawn = robustlab("attack", run_dir, "--attack", "fgsm", "--sample", 5, "--seed", 3, "--json",
+                      "--save", run_dir / "drawn.pt")
+    assert first.returncode == 0 and drawn.returncode == 0, first.stderr + drawn.stderr
+    from robustlab.attacks import load_adversarial_set
+    from robustlab.data import load_dataset
+
+    test = load_dataset("synthetic", train_size=128, test_size=64).test
+    x_adv, labels, _ = load_adversarial_set(run_dir / "first.pt")
+    assert torch.equal(labels, test.labels[:5])
+    assert (x_adv - test.images[:5].float() / 255).abs().max() <= 0.1 + 1e-6  # within eps of the first 5
+    assert '"images_chosen": "a random 5 (seed 3)"' in drawn.stdout
+    both = robustlab("attack", run_dir, "--limit", 5, "--sample", 5)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    assert "the first N images" in robustlab("attack", "--help").stdout
+
+
+def test_the_docs_stand_on_their_own():
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "src").rglob("*.py"))]
+    leaning = [str(p.relative_to(ROOT)) for p in texts if "DESIGN.md" in p.read_text() or
+               "../shared" in p.read_text()]
+    assert leaning == []
+
+
+def test_help_texts_say_what_the_commands_do():
+    listing = robustlab("--help").stdout
+    eval_line = next(line for line in listing.splitlines() if line.strip().startswith("eval "))
+    assert "suite" in eval_line  # not only "clean test accuracy"
+    reproduce = robustlab("reproduce", "--help").stdout
+    assert "2 h" not in reproduce and "min" in reproduce
+
+
+def test_a_missing_run_directory_is_not_called_a_checkpoint(tmp_path):
+    done = robustlab("eval", tmp_path / "nope")
+    assert done.returncode == 2
+    assert "does not exist: give a run directory" in done.stderr and "checkpoint " + str(tmp_path) \
+        not in done.stderr
+
+
+def test_training_says_what_robust_acc_measures_and_that_zero_is_expected_of_a_standard_model(tmp_path):
+    done = robustlab("train", *TINY, f"out_dir={tmp_path}", "name=s")
+    assert done.returncode == 0, done.stderr
+    assert "robust_acc: PGD-10 accuracy at eps 0.1 on 64 held-out (last test) images; near 0 is " \
+           "expected of a standard-trained model" in done.stdout
