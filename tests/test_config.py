@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from robustlab.config import Config, load_config, save_config
+from robustlab.cli import _attack_params, build_parser
+from robustlab.config import Config, load_config, parse_float, save_config
 from robustlab.errors import UserError
 
 
@@ -86,3 +87,67 @@ def test_save_round_trip(tmp_path):
     again = load_config(tmp_path / "saved.yaml")
     assert again == cfg
     assert again.to_dict() != Config().to_dict()
+
+
+@pytest.mark.parametrize("text, value", [("8/255", 8 / 255), ("2.5 / 255", 2.5 / 255), (" 16/255 ", 16 / 255),
+                                         (".5/2", 0.25), ("0.1", 0.1), ("1e-3", 0.001)])
+def test_parse_float_reads_numbers_and_fractions(text, value):
+    assert parse_float(text) == pytest.approx(value, rel=1e-15)
+
+
+def test_fractions_in_a_file_and_an_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("defense:\n  eps: 8/255\noptim:\n  lr: 1/10\n")  # YAML reads both as strings
+    cfg = load_config(path)
+    assert cfg.defense.eps == 8 / 255 and cfg.optim.lr == 0.1
+    assert load_config(None, ["defense.eps=2.5 / 255"]).defense.eps == 2.5 / 255
+    assert load_config(path, ["defense.eps=null"]).defense.eps is None
+
+
+@pytest.mark.parametrize("override, match", [
+    ("defense.eps=8/0", "^defense.eps='8/0' divides by zero: write a fraction as a/b with b > 0"),
+    ("optim.lr=1/0.0", "^optim.lr='1/0.0' divides by zero"),
+    ("defense.eps=8/x", "^defense.eps='8/x' has the wrong type: expected float"),
+    ("defense.eps=abc", "^defense.eps='abc' has the wrong type: expected float"),
+    ("defense.eps=1/2/3", "^defense.eps='1/2/3' has the wrong type"),
+    ("train.epochs=8/2", "^train.epochs='8/2' has the wrong type: expected int"),  # floats only
+    ("defense.eps=300/255", r"^defense.eps=1.176\d* is out of range"),
+])
+def test_bad_fractions_are_one_line_user_errors(override, match):
+    with pytest.raises(UserError, match=match) as err:
+        load_config(None, [override])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("command", [["eval", "runs/r"], ["detect", "runs/r"], ["explain", "runs/r"]])
+def test_eps_flags_take_fractions(command):
+    assert build_parser().parse_args([*command, "--eps", "8/255"]).eps == 8 / 255
+    assert build_parser().parse_args([*command, "--eps", "0.1"]).eps == 0.1
+
+
+@pytest.mark.parametrize("value, match", [("8/0", "'8/0' divides by zero"),
+                                          ("8/x", "'8/x' is not a number or a fraction a/b"),
+                                          ("abc", "'abc' is not a number or a fraction a/b")])
+def test_bad_eps_flag_is_an_argparse_error_naming_the_value(capsys, value, match):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["eval", "runs/r", "--eps", value])
+    assert done.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("robustlab eval: error: argument --eps: ") and match in last
+
+
+def test_attack_parameters_read_fractions_with_the_same_parser():
+    params = _attack_params(["eps=8/255", "step_size= 2.5 / 255", "steps=20", "target=least_likely"])
+    assert params == {"eps": 8 / 255, "step_size": 2.5 / 255, "steps": 20, "target": "least_likely"}
+    assert _attack_params(["eps=8/x"]) == {"eps": "8/x"}  # not a fraction: YAML as before
+    with pytest.raises(UserError, match="^attack parameter 'eps=8/0' divides by zero"):
+        _attack_params(["eps=8/0"])
+
+
+def test_recipe_options_read_fractions():
+    from robustlab.defenses import build_objective
+
+    objective = build_objective("madry", eps=8 / 255, step_size="2/255", steps=3)
+    assert objective.adversary.attack.step_size == pytest.approx(2 / 255)
+    with pytest.raises(UserError, match=r"defense.options.step_size='2/0' divides by zero"):
+        build_objective("madry", eps=8 / 255, step_size="2/0")

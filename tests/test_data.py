@@ -195,10 +195,11 @@ def test_environment_variable_is_searched(tmp_path, monkeypatch):
 def test_dataset_status_lists_every_registered_dataset():
     rows = dataset_status()
     assert [name for name, _, _ in rows] == DATASETS.names()
-    assert {"fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "digits", "synthetic"} <= {
-        name for name, _, _ in rows}
+    assert {"fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "digits", "synthetic",
+            "folder", "npz"} <= {name for name, _, _ in rows}
     status = {name: ok for name, ok, _ in rows}
     assert status["synthetic"] and status["digits"]
+    assert status["folder"] and status["npz"]  # your own data: nothing to install
 
 
 def test_unknown_dataset_and_unknown_option_are_user_errors():
@@ -206,6 +207,8 @@ def test_unknown_dataset_and_unknown_option_are_user_errors():
         load_dataset("imagenet")
     with pytest.raises(UserError, match="num_colors"):
         load_dataset("synthetic", num_colors=3)
+    with pytest.raises(UserError, match="does not take options.*accepts: test_fraction, seed"):
+        load_dataset("folder", num_colors=3)
 
 
 # ------------------------------------------------------------------------------ CIFAR pickles

@@ -2,12 +2,16 @@
 
 `load_config("configs/standard_fmnist.yaml", ["train.epochs=3", "model.name=lenet"])` returns a
 `Config`. An unknown key or a value of the wrong type is a `UserError` that names the key and the
-valid ones, so a typo never silently falls back to a default.
+valid ones, so a typo never silently falls back to a default. A float field also takes a fraction
+`a/b` (`defense.eps=8/255`): `parse_fraction` is the one reader of fractions, which the CLI's
+`--eps` flags (`float_arg`) and attack parameters use too.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -17,6 +21,43 @@ from typing import Any, Literal, Union
 import yaml
 
 from robustlab.errors import UserError, check_ranges
+
+# a/b with decimal numbers a and b (an optional sign on a): how budgets are written, 8/255
+_FRACTION = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*/\s*(\d+\.?\d*|\.\d+)\s*")
+
+
+def parse_fraction(text: str) -> float | None:
+    """`a/b` (`8/255`, `2.5 / 255`) as a float; None when `text` is not of that form.
+
+    b = 0 raises `ZeroDivisionError`, so each caller words the error its own way.
+    """
+    match = _FRACTION.fullmatch(text)
+    if match is None:
+        return None
+    numerator, denominator = float(match[1]), float(match[2])
+    if denominator == 0:
+        raise ZeroDivisionError(f"{text!r} divides by zero")
+    return numerator / denominator
+
+
+def parse_float(text: str) -> float:
+    """A number as Python reads it (`0.1`, `1e-3`) or a fraction `a/b`; ValueError otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    value = parse_fraction(text)
+    if value is None:
+        raise ValueError(f"{text!r} is not a number or a fraction a/b (e.g. 0.1, 8/255)")
+    return value
+
+
+def float_arg(text: str) -> float:
+    """argparse `type=` of the eps and step-size flags: `parse_float`, errors as argparse's."""
+    try:
+        return parse_float(text)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @dataclass
@@ -186,9 +227,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):
-        # YAML 1.1 reads 1e-3 (no dot) as a string; accept what Python reads as a number.
+        # YAML 1.1 reads 1e-3 (no dot) as a string, and YAML has no fractions (8/255 is a
+        # string): accept what Python reads as a number and a/b. A zero b passes up as
+        # ZeroDivisionError, past the Union loop above, to `_coerce_field`.
         try:
-            return float(value)
+            return parse_float(value)
         except ValueError:
             pass
     expected = origin or tp
@@ -216,7 +259,16 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
                 raise UserError(f"{dotted} must be a mapping of its keys, got {value!r}")
             _merge(current, value, dotted + ".")
         else:
-            setattr(obj, key, _coerce(value, hints[key], dotted))
+            setattr(obj, key, _coerce_field(value, hints[key], dotted))
+
+
+def _coerce_field(value: Any, tp: Any, key: str) -> Any:
+    """`_coerce`, with a fraction a/0 as a `UserError` naming the key."""
+    try:
+        return _coerce(value, tp, key)
+    except ZeroDivisionError:
+        raise UserError(f"{key}={value!r} divides by zero: write a fraction as a/b with b > 0 "
+                        "(e.g. 8/255)") from None
 
 
 def _parse_override(text: str) -> dict:

@@ -8,6 +8,9 @@ Formats:
   ``b"data"`` uint8 [N, 3072] (1024 red, 1024 green, 1024 blue, row-major), labels a list of ints.
 - SVHN cropped digits (http://ufldl.stanford.edu/housenumbers/): MATLAB v5 ``X`` uint8
   [32, 32, 3, N], ``y`` [N, 1] with 10 standing for the digit 0.
+- Your own data: PNG / JPEG files (8 bits a channel, read with Pillow) and NumPy ``.npz``
+  archives (no pickled arrays), whose image and label arrays `image_array` and `label_array`
+  check and convert.
 
 Each reader takes ``fix``: the sentence appended to its errors saying how to get a good copy.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -214,3 +218,90 @@ def read_svhn_mat(path: Path, *, fix: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: label {bad} outside SVHN's 1..10 (10 is the digit 0); {fix}")
     labels[labels == 10] = 0  # SVHN stores the digit 0 as label 10
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own images: PNG / JPEG files and NumPy arrays
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GREY_MODES = ("1", "L", "LA")  # Pillow modes without colour: one channel (LA: alpha dropped)
+
+
+def read_image(path: Path, *, fix: str) -> np.ndarray:
+    """uint8 [H, W] for a grey image, [H, W, 3] for any other (RGB, alpha dropped), via Pillow."""
+    from PIL import Image  # a dependency, but only this reader needs it
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            # I, I;16, F: more than 8 bits a channel; L would clip them, not rescale them
+            if img.mode.startswith(("I", "F")):
+                raise UserError(f"{path}: a {img.mode} image (more than 8 bits a channel); save it "
+                                f"as an 8-bit grey or RGB PNG / JPEG; {fix}")
+            return np.asarray(img.convert("L" if img.mode in GREY_MODES else "RGB"))
+    # Pillow: UnidentifiedImageError and truncation are OSErrors, broken chunks SyntaxError or
+    # ValueError, a decompression bomb its own type
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path}: cannot read as an image ({type(e).__name__}: {e}); replace or "
+                        f"delete the file; {fix}") from None
+
+
+def read_npz(path: Path, *, fix: str) -> dict[str, np.ndarray]:
+    """Every array of a NumPy ``.npz`` archive; pickled (object) arrays are refused, never run."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: a single .npy array, not an .npz archive; {fix}")
+        with loaded as archive:
+            return {key: archive[key] for key in archive.files}
+    # np.load: ValueError for a non-NumPy file or an object array, BadZipFile / zlib / EOF for
+    # a damaged archive
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e}); "
+                        f"{fix}") from None
+
+
+def image_array(x: np.ndarray, where: str, *, fix: str) -> np.ndarray:
+    """uint8 [N, C, H, W] (C = 1 or 3) from images uint8 in 0..255 or float in [0, 1], shaped
+    N,H,W or N,H,W,C or N,C,H,W; 4-D is channels-last when its last axis is 1 or 3."""
+    return _as_uint8(_channels_first(x, where, fix=fix), where, fix=fix)
+
+
+def _channels_first(x: np.ndarray, where: str, *, fix: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[3] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise UserError(f"{where} has shape {list(x.shape)}: expected N,H,W or N,H,W,C or "
+                        f"N,C,H,W with C = 1 (grey) or 3 (RGB); {fix}")
+    if len(x) == 0:
+        raise UserError(f"{where} holds no images; {fix}")
+    return x
+
+
+def _as_uint8(x: np.ndarray, where: str, *, fix: str) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UserError(f"{where} is {x.dtype}: expected uint8 (0..255) or float (0..1); {fix}")
+    bad = ~((x >= 0) & (x <= 1))  # NaN fails both comparisons
+    if bad.any():
+        index = np.unravel_index(int(bad.argmax()), x.shape)
+        raise UserError(f"{where}: value {x[index]} at image {index[0]} is outside [0, 1]; float "
+                        f"images must be in [0, 1] (divide 0..255 values by 255); {fix}")
+    # stored as uint8 like every data set: float images round to the nearest 1/255
+    return np.rint(x * 255).astype(np.uint8)
+
+
+def label_array(y: np.ndarray, count: int, where: str, *, fix: str) -> np.ndarray:
+    """int64 [N] from integer labels shaped [N] or [N, 1], one per image of ``count``."""
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"{where} is {y.dtype}: labels must be integers 0..K-1; {fix}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UserError(f"{where} has shape {list(y.shape)}: expected [N] labels; {fix}")
+    if len(y) != count:
+        raise UserError(f"{where} holds {len(y)} labels for {count} images (one each); {fix}")
+    return y.astype(np.int64)
