@@ -159,3 +159,32 @@ def test_sigint_in_a_real_process_saves_and_resumes(tmp_path):
     if state["epoch"] >= 2:  # the signal came late: nothing left to do, which is also correct
         assert "already finished" in finish.stdout
     assert finish.returncode == 0, finish.stderr
+
+
+def test_tensorboard_holds_the_same_scalars_as_metrics_jsonl(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(None, ["data.name=synthetic", "data.options={train_size: 128, test_size: 64}",
+                             "model.name=lenet", "data.batch_size=32", "train.epochs=2", "train.log_every=2",
+                             "train.monitor_images=16", "train.tensorboard=true", f"out_dir={tmp_path}",
+                             "name=tb"])
+    train(cfg, log=lambda _: None)
+    records = [json.loads(line) for line in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    board = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    board.Reload()
+    tags = board.Tags()["scalars"]
+    for record in records:
+        for key in ("loss", "lr", "images_per_s", "train_loss", "test_acc", "robust_acc"):
+            if key in record:
+                events = {e.step: e.value for e in board.Scalars(f"{record['kind']}/{key}")}
+                assert events[record["step"]] == pytest.approx(record[key], rel=1e-6)
+    assert {"epoch/train_loss", "epoch/test_acc", "epoch/robust_acc", "step/loss", "step/lr"} <= set(tags)
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
+    cfg = load_config(None, ["data.name=synthetic", "data.options={train_size: 64, test_size: 32}",
+                             "model.name=lenet", "data.batch_size=32", "train.epochs=1", "train.tensorboard=true",
+                             f"out_dir={tmp_path}", "name=tb"])
+    with pytest.raises(UserError, match="train.tensorboard needs the tensorboard package: pip install"):
+        train(cfg, log=lambda _: None)

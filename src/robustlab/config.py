@@ -118,6 +118,8 @@ class TrainConfig:
     # epoch, with the catastrophic-overfitting alarm; 0 turns it off.
     monitor_images: int = 500
     monitor_steps: int = 10
+    # metrics.jsonl's numbers also as TensorBoard scalars in <run>/tensorboard (needs tensorboard)
+    tensorboard: bool = False
 
 
 @dataclass

@@ -3,6 +3,7 @@
     <out_dir>/<name>/
       config.yaml          the resolved config
       metrics.jsonl        a line every train.log_every steps and one per epoch
+      tensorboard/         the same scalars as TensorBoard event files (train.tensorboard)
       teacher.json         the teacher checkpoint a run used (AGKD-BML, ATAT)
       checkpoints/         last.pt, best.pt, best_robust.pt
       report/              `robustlab eval` of last.pt (report_<which>/ of another checkpoint)
@@ -22,6 +23,8 @@ from robustlab.errors import UserError
 from robustlab.train import DistInfo, RunFiles
 from robustlab.train.distributed import barrier
 
+# What a resumed run may change: more epochs, the data's new place, logging.
+RESUMABLE_CHANGES = {"train.epochs", "data.data_dir", "train.tensorboard"}
 PROXY_RUN = "proxy"  # the black-box proxy of `robustlab detect`: a run inside detect/
 CHECKPOINT_HINT = {"best_robust": "best_robust.pt is kept only while the robust monitor runs "
                                   "(train.monitor_images > 0)"}
@@ -56,6 +59,10 @@ class RunDir:
         return self.root / "metrics.jsonl"
 
     @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
     def teacher_record(self) -> Path:
         return self.root / "teacher.json"
 
@@ -69,7 +76,8 @@ class RunDir:
     def files(self) -> RunFiles:
         """What the training loop writes."""
         return RunFiles(root=self.root, metrics=self.metrics, last=self.checkpoint("last"),
-                        best=self.checkpoint("best"), best_robust=self.checkpoint("best_robust"))
+                        best=self.checkpoint("best"), best_robust=self.checkpoint("best_robust"),
+                        tensorboard=self.tensorboard)
 
     def report(self, which: str = "last") -> Path:
         """report/ for the last checkpoint, report_<which>/ for another."""
@@ -118,7 +126,7 @@ class RunDir:
             # Fill the saved file's defaults first: a key added to Config since the run started is
             # not a difference.
             saved = config_from_dict(read_yaml(self.config)).to_dict()
-            diffs = config_differences(saved, cfg.to_dict(), allowed={"train.epochs", "data.data_dir"})
+            diffs = config_differences(saved, cfg.to_dict(), allowed=RESUMABLE_CHANGES)
             if diffs:
                 raise UserError(
                     f"cannot resume {self.root}: the config differs from the saved one at "

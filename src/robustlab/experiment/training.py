@@ -125,7 +125,9 @@ def stage_config(cfg: Config, role: str, seed_offset: int, recipe: str = "standa
     stage.train.monitor_images = 0
     stage.train.label_smoothing, stage.train.label_smoothing_mode = 0.0, "all"
     key = stage.to_dict()
-    for section, field in [("data", "data_dir"), ("train", "device"), ("train", "threads")]:
+    # Where and how it runs and logs does not make another stage.
+    for section, field in [("data", "data_dir"), ("train", "device"), ("train", "threads"),
+                           ("train", "tensorboard")]:
         key[section].pop(field, None)
     key.pop("name"), key.pop("out_dir")
     # Keys added later, at their defaults, are left out: stages named before keep their names.

@@ -49,6 +49,7 @@ class RunFiles:
     last: Path
     best: Path
     best_robust: Path
+    tensorboard: Path | None = None  # the event files' folder (train.tensorboard)
 
 
 def check_architecture(state: dict[str, Any], model: nn.Module, source: str = "checkpoint") -> None:

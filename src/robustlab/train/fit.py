@@ -9,6 +9,7 @@ batch boundary).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -200,8 +201,8 @@ def fit(
             _AllOutputs(model), device_ids=[device.index] if device.type == "cuda" else None)
     if dist.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(files.metrics, dist.is_main)
-    with _stop_on_signals(run), deterministic_algorithms():
+    metrics = MetricsLog(files.metrics, dist.is_main, files.tensorboard if cfg.train.tensorboard else None)
+    with _stop_on_signals(run), deterministic_algorithms(), contextlib.closing(metrics):
         while run.epoch < run.epochs:
             start, seen = time.perf_counter(), sums.get("n", torch.zeros(())).item()
             _train_epoch(loop, run, sums, metrics, start, seen)

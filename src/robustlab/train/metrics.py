@@ -10,19 +10,42 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from robustlab.errors import UserError
 from robustlab.train.distributed import DistInfo, all_reduce_sum
 
 
 class MetricsLog:
-    """Append-only metrics.jsonl, written by the main process only."""
+    """Append-only metrics.jsonl, written by the main process only; with `tensorboard` (a folder)
+    the same numbers as TensorBoard scalars too, tagged <kind>/<key> at the record's step."""
 
-    def __init__(self, path: Path, enabled: bool):
+    def __init__(self, path: Path, enabled: bool, tensorboard: Path | None = None):
         self.path, self.enabled = path, enabled
+        self.board = _summary_writer(tensorboard) if enabled and tensorboard is not None else None
 
     def write(self, record: dict) -> None:
-        if self.enabled:
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            for key, value in record.items():
+                if key not in ("kind", "epoch", "step") and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool):
+                    self.board.add_scalar(f"{record.get('kind', 'step')}/{key}", value, record["step"])
+            self.board.flush()  # an interrupted run keeps every scalar written so far
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def _summary_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("train.tensorboard needs the tensorboard package: pip install tensorboard "
+                        "(or robustlab[tensorboard]); or set train.tensorboard=false") from None
+    return SummaryWriter(log_dir=str(folder))
 
 
 def add_batch(sums: dict[str, Tensor], terms: dict[str, Tensor], counts: dict[str, Tensor], n: int,
