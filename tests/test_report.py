@@ -22,7 +22,7 @@ from robustlab.eval.suite_run import run_suite
 from robustlab.experiment import evaluate_suite, train
 from robustlab.experiment.compare import load_report
 from robustlab.models import create_model
-from robustlab.report import compare_markdown, schema
+from robustlab.report import compare_markdown, schema, write_report
 
 TINY = ["data.name=synthetic", "data.options={train_size: 256, test_size: 64}", "data.batch_size=32",
         "model.options={width: 8, embedding_dim: 32}", "train.epochs=2", "train.monitor_images=0"]
@@ -99,6 +99,32 @@ def test_papers_suite_end_to_end(runs, tmp_path):
     assert by["PGD-20"]["params"]["step_size"] == pytest.approx(0.025)
     names = {c["name"] for c in report["masking"]["checks"]}
     assert {"large_eps", "autoattack_vs_pgd", "iterative_vs_single_step", "zero_gradients"} <= names
+    assert report["skipped"] == []  # a Classifier with a source resolver can run every entry
+
+
+def test_a_report_of_a_plain_module_renders_its_skipped_entries(tmp_path):
+    """No run, recipe or checkpoint: the name titles the pages; skipped entries show their reason."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("attacks:\n  - {label: FGSM, attack: fgsm}\n  - {label: A3, attack: a3_pgd, steps: 2}\n"
+                     "  - {label: transfer FGSM, attack: fgsm, source: standard}\n")
+    body = run_suite(model, torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,)), load_suite(suite),
+                     eps=0.1, num_classes=10, log=quiet)
+    assert [a["label"] for a in body["attacks"]] == ["FGSM"]
+    reasons = {s["label"]: s["reason"] for s in body["skipped"]}
+    assert "Classifier contract" in reasons["A3"] and "source model" in reasons["transfer FGSM"]
+    report = {"name": "my model", "dataset": "digits", "model": "Sequential", **body,
+              "created": "2026-01-01T00:00:00+00:00", "robustlab_version": "0"}
+    jsonschema.validate(report, schema())
+    files = write_report(report, tmp_path / "r")
+    text = files["md"].read_text()
+    assert text.startswith("# Robustness report: my model\n") and "recipe" not in text
+    assert f"| A3 | 0.1 | skipped: {reasons['A3']} | - |" in text
+    assert 'class="text skip">skipped: a3_pgd reads' in files["html"].read_text()
+    assert compare_markdown([report]).splitlines()[2].startswith("| my model | ")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({k: v for k, v in report.items() if k != "name"}, schema())
 
 
 def test_an_interrupted_evaluation_resumes_from_its_state(runs, tmp_path, monkeypatch):

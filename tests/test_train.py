@@ -184,7 +184,7 @@ def test_tensorboard_holds_the_same_scalars_as_metrics_jsonl(tmp_path):
 def test_tensorboard_without_the_package_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
     cfg = load_config(None, ["data.name=synthetic", "data.options={train_size: 64, test_size: 32}",
-                             "model.name=lenet", "data.batch_size=32", "train.epochs=1", "train.tensorboard=true",
-                             f"out_dir={tmp_path}", "name=tb"])
+                             "model.name=lenet", "data.batch_size=32", "train.epochs=1",
+                             "train.tensorboard=true", f"out_dir={tmp_path}", "name=tb"])
     with pytest.raises(UserError, match="train.tensorboard needs the tensorboard package: pip install"):
         train(cfg, log=lambda _: None)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robustlab import __version__
+from robustlab.config import float_arg
 from robustlab.errors import UserError
 
 
@@ -42,14 +43,36 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import functools
+
     from robustlab.experiment import evaluate_clean, evaluate_suite
+    from robustlab.experiment.own_model import evaluate_external
 
     if args.batch_size is not None and args.batch_size <= 0:
         raise UserError(f"--batch-size={args.batch_size} is out of range: expected > 0")
-    if args.suite:
+    own = [f"--{key.replace('_', '-')}" for key in ("model", "weights", "data", "feature_layer", "name")
+           if getattr(args, key) is not None]
+    if own and args.run is not None:
+        raise UserError(f"{', '.join(own)} evaluate your own model, not a run: drop RUN or {own[0]}")
+    if args.run is None and not own:
+        raise UserError("give a run directory or checkpoint (RUN), or your own model: "
+                        "--model package.module:factory --data NAME")
+    if own and args.data is None:
+        raise UserError("your own model needs --data NAME|PATH: a registered data set "
+                        "(robustlab datasets) or a folder of class folders / .npz file")
+    # with --json, stdout holds the one JSON line only: progress goes to stderr
+    log = functools.partial(print, file=sys.stderr if args.json else sys.stdout, flush=True)
+    if own:
+        args.suite = args.suite or "papers"
+        report = evaluate_external(args.model, args.weights, args.data, suite=args.suite, eps=args.eps,
+                                   limit=args.limit, feature_layer=args.feature_layer, source=args.source,
+                                   name=args.name, data_dir=args.data_dir, device=args.device,
+                                   batch_size=args.batch_size or 256, out=args.out, log=log)
+    elif args.suite:
         report = evaluate_suite(args.run, args.suite, which=args.checkpoint, limit=args.limit,
                                 eps=args.eps, data_dir=args.data_dir, device=args.device,
-                                batch_size=args.batch_size, source=args.source, out=args.out)
+                                batch_size=args.batch_size, source=args.source, out=args.out, log=log)
+    if args.suite:
         if "files" in report:  # rank 0
             if args.json:
                 print(json.dumps({k: v for k, v in report.items() if k != "files"}))
@@ -145,30 +168,38 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _attack_params(pairs: list[str]) -> dict:
     """`eps=8/255 steps=20 target=least_likely` -> a dict (YAML values; a/b fractions allowed)."""
-    import re
-
     import yaml
+
+    from robustlab.config import parse_fraction
 
     params = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UserError(f"attack parameter {pair!r} must look like key=value (e.g. eps=0.1)")
-        fraction = re.fullmatch(r"\s*([0-9.]+)\s*/\s*([0-9.]+)\s*", raw)
-        params[key] = float(fraction[1]) / float(fraction[2]) if fraction else yaml.safe_load(raw)
+        try:
+            fraction = parse_fraction(raw)
+        except ZeroDivisionError:
+            raise UserError(f"attack parameter {pair!r} divides by zero: write a fraction as a/b "
+                            "with b > 0 (e.g. eps=8/255)") from None
+        params[key] = fraction if fraction is not None else yaml.safe_load(raw)
     return params
 
 
 def _attack(args: argparse.Namespace) -> int:
     from robustlab.experiment import attack_run
 
+    if not args.json:
+        print(f"robustlab attack: {args.attack} on {args.run}; Ctrl-C stops it (no partial results "
+              "are kept)", flush=True)
     result = attack_run(args.run, args.attack, _attack_params(args.params), which=args.checkpoint,
-                        split=args.split, limit=args.limit, batch_size=args.batch_size,
+                        split=args.split, limit=args.limit, sample=args.sample, seed=args.seed,
+                        batch_size=args.batch_size,
                         data_dir=args.data_dir, device=args.device, save=args.save)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{result['attack']} {result['params']} on {result['images']} {result['dataset']} "
+    print(f"{result['attack']} {result['params']} on {result['images_chosen']} {result['dataset']} "
           f"{result['split']} images of {result['run']}:")
     print(f"  clean accuracy   {result['clean_accuracy']:.4f}")
     print(f"  robust accuracy  {result['robust_accuracy']:.4f}")
@@ -242,8 +273,9 @@ def _add_train(sub) -> None:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="clean test accuracy of a run or checkpoint")
-    p.add_argument("run", help="run directory (runs/NAME) or checkpoint file")
+    p = sub.add_parser("eval", help="clean test accuracy or an evaluation suite of a run, a checkpoint "
+                       "or your own model (--model)")
+    p.add_argument("run", nargs="?", help="run directory (runs/NAME) or checkpoint file")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
                    help="which checkpoint of a run directory (default: last; best_robust: the "
                         "epoch with the best monitored PGD accuracy)")
@@ -254,11 +286,23 @@ def _add_eval(sub) -> None:
     p.add_argument("--suite", help="evaluation suite: quick, papers, autoattack, full, or a YAML file; "
                                    "writes RUN/report/report.{json,md,html} (without it: clean accuracy)")
     p.add_argument("--limit", type=int, help="the first N test images (default: the suite's images)")
-    p.add_argument("--eps", type=float, help="L-inf budget (default: the data set's: 0.1 Fashion-MNIST, "
+    p.add_argument("--eps", type=float_arg, help="L-inf budget (default: the data set's: 0.1 Fashion-MNIST, "
                                              "0.3 MNIST, 8/255 CIFAR and SVHN)")
     p.add_argument("--source", help="transfer-attack source run or checkpoint (default: a standard-"
-                                    "trained model on the same data, trained once and cached)")
-    p.add_argument("--out", help="report directory (default: RUN/report)")
+                                    "trained model on the same data, trained once and cached; your "
+                                    "own model's transfer attacks are skipped without it)")
+    p.add_argument("--out", help="report directory (default: RUN/report; your own model: reports/NAME)")
+    own = p.add_argument_group("your own model, instead of RUN (default suite: papers)")
+    own.add_argument("--model", metavar="MODULE:FACTORY",
+                     help="package.module:factory, a callable returning the nn.Module (or the class), "
+                          "imported with the current directory on the path")
+    own.add_argument("--weights", metavar="FILE", help="its state_dict (torch.save(model.state_dict(), "
+                     "FILE)), or a TorchScript file (torch.jit.save; then no --model)")
+    own.add_argument("--data", metavar="NAME|PATH", help="a registered data set (robustlab datasets) or "
+                     "your folder of class folders / .npz file: its first --limit test images")
+    own.add_argument("--feature-layer", metavar="NAME", help="the submodule whose output is the feature "
+                     "map (read by a hook) for A3's Grad-CAM; without it A3 is skipped")
+    own.add_argument("--name", help="the report's title (default: the model's class name)")
     p.set_defaults(func=_eval)
 
 
@@ -277,7 +321,7 @@ def _add_detect(sub) -> None:
     p.add_argument("--images", type=int, default=200, help="test images attacked (default 200)")
     p.add_argument("--per-class", type=int, default=1000, help="training embeddings per class in the KDE")
     p.add_argument("--bandwidth", type=float, help="KDE bandwidth (default: cross-validated)")
-    p.add_argument("--eps", type=float, help="FGSM / BIM budget (default: the data set's; also eps / 2)")
+    p.add_argument("--eps", type=float_arg, help="FGSM / BIM budget (default: the data set's; also eps / 2)")
     p.add_argument("--cw-hc-steps", type=int, default=1000, help="C&W-hc iterations (PDM: 1000)")
     p.add_argument("--wb-steps", type=int, default=1000, help="C&W-wb iterations (PDM: 5000 / 10000)")
     p.add_argument("--proxy-epochs", type=int, default=2, help="epochs of the black-box proxy's distillation")
@@ -299,7 +343,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--study-images", type=int, default=500, help="images in the attention study")
     p.add_argument("--embed-images", type=int, default=1000, help="images in the t-SNE")
     p.add_argument("--attack", "-a", default="pgd", help="attack for the grid and embeddings")
-    p.add_argument("--eps", type=float, help="L-inf budget (default: the data set's)")
+    p.add_argument("--eps", type=float_arg, help="L-inf budget (default: the data set's)")
     p.add_argument("--trace-steps", type=int, default=10, help="PGD iterations in the attention trace")
     p.add_argument("--overlay-classes", help="comma-separated classes whose adversarial examples the "
                    "t-SNE shows (default: all)")
@@ -320,7 +364,13 @@ def _add_attack(sub) -> None:
     p.add_argument("params", nargs="*", metavar="KEY=VALUE",
                    help="attack parameters, e.g. eps=0.1 steps=20 (eps defaults per data set)")
     p.add_argument("--split", default="test", help="test (default) or train")
-    p.add_argument("--limit", type=int, help="attack only this many images (a seeded random subset)")
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument("--limit", type=int, help="attack the first N images of the split, as eval "
+                        "--limit does (default: the whole split, 10,000 test images for the "
+                        "built-in data sets)")
+    chosen.add_argument("--sample", type=int, metavar="N", help="attack a random N images (drawn "
+                        "with --seed)")
+    p.add_argument("--seed", type=int, default=0, help="the draw of --sample (default 0)")
     p.add_argument("--save", help="write the adversarial set (images, labels, metadata) to this file")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="last")
     p.add_argument("--data-dir")
@@ -333,8 +383,8 @@ def _add_attack(sub) -> None:
 def _add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="train every recipe, evaluate each with the papers suite, run "
                        "PDM detection, and write docs/results.md + docs/results.html (resumable)")
-    p.add_argument("--budget", required=True, help="small (2 h on 2 CPU cores) or full (the configs' "
-                   "schedules, the suites' sizes)")
+    p.add_argument("--budget", required=True, help="small (about 80 min on 2 CPU cores) or full (the "
+                   "configs' schedules, the suites' sizes)")
     p.add_argument("--only", help="comma-separated recipes (default: all 22)")
     p.add_argument("--dataset", default="fashion-mnist", help="data set (default fashion-mnist; its "
                    "default eps)")
@@ -413,9 +463,21 @@ def main(argv: Sequence[str] | None = None) -> int:
               "free space or fix the permission and run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robustlab: interrupted; finished work is saved (an evaluation keeps report/state.pt): "
-              "run the same command again to continue", file=sys.stderr)
+        print(f"robustlab: interrupted; {_what_is_kept(args)}", file=sys.stderr)
         return 130
+
+
+def _what_is_kept(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves to continue from: only what it really saves."""
+    if args.command == "eval" and getattr(args, "suite", None):
+        return ("the finished attacks are kept in the report directory's state.pt: run the same "
+                "command again to continue")
+    if args.command == "detect":
+        return ("a finished black-box proxy (detect/proxy) is kept; the attacks and the KDE start "
+                "again when you run the same command")
+    if args.command == "train":
+        return "the last checkpoint is kept: add --resume to continue"
+    return f"robustlab {args.command} keeps no partial results: run it again to start over"
 
 
 def _interrupt(signum, frame):

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlab.attacks import ATTACKS
+from robustlab.attacks import ATTACKS, PGD
 from robustlab.config import read_yaml
 from robustlab.errors import UserError
 
@@ -49,6 +49,13 @@ class SuiteAttack:
             return "transfer"
         kind = ATTACKS.info[self.attack].get("kind", "iterative")
         return "single_step" if kind == "iterative" and self.params.get("steps") == 1 else kind
+
+    @property
+    def needs_contract(self) -> bool:
+        """Whether the attack reads the model's feature map (A3's Grad-CAM term), which takes the
+        `Classifier` contract (features / embed / head) of the model it runs on."""
+        attack = self.build(0.1)  # any eps the factors keep in [0, 1]: the parameters decide
+        return isinstance(attack, PGD) and attack.attention > 0
 
     def build(self, eps: float):
         """The attack at eps_factor * eps (step_factor * that eps as its step size)."""

@@ -3,7 +3,9 @@ and the gradient-masking checks, as one report dict (schema: docs/report.md).
 
 Each finished attack is saved to a state file, so an interrupted evaluation resumes where it
 stopped; under torchrun each process attacks its share of the images (rank r takes images
-r, r + W, ...) and rank 0 gathers the per-sample results.
+r, r + W, ...) and rank 0 gathers the per-sample results. An entry the model or the caller cannot
+serve (A3 on a model without the `Classifier` contract, a transfer attack without a source) is
+listed under "skipped" with its reason, and the rest of the suite runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from robustlab.eval.accuracy import accuracy
 from robustlab.eval.attack_run import attack_batches
 from robustlab.eval.suite import Suite, SuiteAttack
 from robustlab.io import atomic_torch_save, plain_torch_load
+from robustlab.models.adapter import offers_contract
 
 SCHEMA = "robustlab.report/1"
 
@@ -123,17 +126,19 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
                 f"({value['seconds']:.1f} s)")
         return value
 
-    columns = []
+    columns, skipped = [], []
     clean = None
+
     def make(entry: SuiteAttack):
         attack = entry.build(eps)
-        if entry.source is None:
-            return attack
-        if sources is None:
-            raise ValueError(f"{entry.label} needs a source model, but no source resolver was given")
-        return transfer(sources(entry.source), attack)
+        return attack if entry.source is None else transfer(sources(entry.source), attack)
 
     for entry in suite.attacks:
+        reason = unavailable(entry, model, sources)
+        if reason is not None:
+            skipped.append({"label": entry.label, "attack": entry.attack, "kind": entry.kind,
+                            "eps": entry.eps_factor * eps, "reason": reason})
+            continue
         outcome = evaluate(entry.label, lambda entry=entry: make(entry))
         clean = outcome["clean"]
         columns.append(_column(entry, eps, outcome))
@@ -160,10 +165,24 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         "clean_accuracy": (clean.float().mean().item() if clean is not None
                            else accuracy(model, _Batches(x, y, batch_size, device), device)),
         "attacks": columns,
+        "skipped": skipped,
         "worst_case": worst,
         "curves": curves,
         "masking": {"checks": [c.to_dict() for c in checks], "verdict": masking.verdict(checks)},
     }
+
+
+def unavailable(entry: SuiteAttack, model: nn.Module,
+                sources: Callable[[str], nn.Module] | None) -> str | None:
+    """Why `entry` cannot run on `model` with these `sources` (None: it can)."""
+    if entry.source is not None and sources is None:
+        return ("a transfer attack needs a source model to craft its examples on: give one "
+                "(source= / --source)")
+    if entry.source is None and entry.needs_contract and not offers_contract(model):
+        return (f"{entry.attack} reads the model's feature map (Grad-CAM), which needs the Classifier "
+                "contract (features / embed / head): name a feature layer (feature_layer= / "
+                "--feature-layer) to read it through a hook")
+    return None
 
 
 def _accuracy(outcome: dict) -> float:

@@ -1,4 +1,5 @@
-"""The evaluate job: clean accuracy, and an evaluation suite with its report."""
+"""The evaluate job of a robustlab run: clean accuracy, and an evaluation suite with its report
+(own_model.py does the same for any nn.Module)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,7 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
     from robustlab.report import write_report
 
     suite = load_suite(suite_name)
-    if limit is not None and limit <= 0:
-        raise UserError(f"--limit={limit} is out of range: expected > 0")
+    check_limit(limit)
     path = Path(path)
     loaded = load_run(path, which, data_dir)
     cfg = loaded.cfg
@@ -75,10 +75,19 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
                      state_key=f"{loaded.checkpoint.resolve()}@{loaded.state.get('global_step')}:{source}",
                      log=log if dist.is_main else (lambda _: None))
     report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
-              "model": cfg.model.name, "recipe": cfg.defense.recipe, **body,
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "robustlab_version": __version__,
-              "environment": {"torch": torch.__version__, "device": str(dev), "processes": dist.world_size}}
+              "model": cfg.model.name, "recipe": cfg.defense.recipe, **body, **stamp(dev, dist.world_size)}
     if dist.is_main:
         report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}
     return report
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise UserError(f"--limit={limit} is out of range: expected > 0")
+
+
+def stamp(dev: torch.device, processes: int) -> dict:
+    """When, by which versions and where a report was made."""
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "robustlab_version": __version__,
+            "environment": {"torch": torch.__version__, "device": str(dev), "processes": processes}}

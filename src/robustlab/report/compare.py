@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from robustlab.report.fmt import pct
-from robustlab.report.render import html_table, md_table, page
+from robustlab.report.render import html_table, md_table, page, report_title
 
 
 def comparison(reports: list[dict]) -> tuple[list[str], list[list[float | None]]]:
@@ -31,7 +31,7 @@ def _best(rows: list[list[float | None]]) -> list[float | None]:
 def compare_markdown(reports: list[dict]) -> str:
     columns, rows = comparison(reports)
     best = _best(rows)
-    cells = [[r["run"], *[("**" + pct(v) + "**") if v is not None and v == best[j] and len(rows) > 1
+    cells = [[report_title(r), *[("**" + pct(v) + "**") if v is not None and v == best[j] and len(rows) > 1
                           else pct(v) for j, v in enumerate(row)]] for r, row in zip(reports, rows)]
     return md_table(["run", *columns], cells) + "\n"
 
@@ -39,12 +39,12 @@ def compare_markdown(reports: list[dict]) -> str:
 def compare_html(reports: list[dict]) -> str:
     columns, rows = comparison(reports)
     best = _best(rows)
-    cells = [[r["run"], *[pct(v) for v in row]] for r, row in zip(reports, rows)]
+    cells = [[report_title(r), *[pct(v) for v in row]] for r, row in zip(reports, rows)]
     classes = [["", *["best" if v is not None and v == best[j] and len(rows) > 1 else ""
                       for j, v in enumerate(row)]] for row in rows]
     # every field of a report may come from the user (run names, suite files): escape them all
-    notes = "".join("<li>" + html.escape(f"{r['run']}: {r['dataset']}, {r['model']}, recipe "
-                                         f"{r.get('recipe', '?')}, eps {r['eps']:.4g}, {r['images']} "
+    notes = "".join("<li>" + html.escape(f"{report_title(r)}: {r['dataset']}, {r['model']}, recipe "
+                                         f"{r.get('recipe', '-')}, eps {r['eps']:.4g}, {r['images']} "
                                          f"images, suite {r['suite']}") + "</li>" for r in reports)
     body = f"<h1>Comparison</h1>{html_table(['run', *columns], cells, classes)}<ul>{notes}</ul>"
     return page("robustlab comparison", body)

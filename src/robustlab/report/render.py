@@ -28,17 +28,35 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     return files
 
 
+def report_title(report: dict) -> str:
+    """What the report is about: the robustlab run, or the name given to any other model."""
+    return report.get("run") or report["name"]
+
+
 def _header(report: dict) -> str:
-    return (f"{report['dataset']}, {report['model']}, recipe {report.get('recipe', '?')}; "
-            f"L-inf eps {report['eps']:.4g}; {report['images']} test images; suite {report['suite']}")
+    recipe = f", recipe {report['recipe']}" if "recipe" in report else ""
+    layer = (f"; feature map of layer {report['feature_layer']} (forward hook)"
+             if report.get("feature_layer") else "")
+    return (f"{report['dataset']}, {report['model']}{recipe}; L-inf eps {report['eps']:.4g}; "
+            f"{report['images']} test images; suite {report['suite']}{layer}")
 
 
 def attack_rows(report: dict) -> list[list[str]]:
+    """The attack table: clean, each attack run, then each entry skipped with its reason."""
     rows = [["clean", "-", pct(report["clean_accuracy"]), "-", "-", "-", "-"]]
     for a in report["attacks"]:
         rows.append([a["label"], f"{a['eps']:.4g}", pct(a["accuracy"]), pct(a["success_rate"], 1),
                      f"{a['linf_mean']:.4f}", f"{a['l2_mean']:.3f}", f"{a['seconds']:.1f} s"])
+    for a in report.get("skipped", []):
+        rows.append([a["label"], f"{a['eps']:.4g}" if "eps" in a else "-", f"skipped: {a['reason']}",
+                     "-", "-", "-", "-"])
     return rows
+
+
+def _attack_classes(report: dict) -> list[list[str]]:
+    """HTML classes of `attack_rows`: a skipped entry's reason is greyed, left-aligned text."""
+    measured = [[""] * len(ATTACK_HEAD)] * (1 + len(report["attacks"]))
+    return measured + [["", "", "text skip", "", "", "", ""]] * len(report.get("skipped", []))
 
 
 ATTACK_HEAD = ["attack", "eps", "accuracy", "success rate", "mean L-inf", "mean L2", "time"]
@@ -60,7 +78,7 @@ def _worst_line(report: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    parts = [f"# Robustness report: {report['run']}", "", _header(report), "",
+    parts = [f"# Robustness report: {report_title(report)}", "", _header(report), "",
              md_table(ATTACK_HEAD, attack_rows(report)), "", _worst_line(report), ""]
     for name, curve in report["curves"].items():
         parts += [f"## Accuracy vs {'PGD steps' if name == 'steps' else 'eps'}", "",
@@ -158,9 +176,9 @@ def page(title: str, body: str) -> str:
 
 def to_html(report: dict) -> str:
     attacks = report["attacks"]
-    body = [f"<h1>Robustness report: {html.escape(report['run'])}</h1>",
+    body = [f"<h1>Robustness report: {html.escape(report_title(report))}</h1>",
             f"<p>{html.escape(_header(report))}</p>",
-            html_table(ATTACK_HEAD, attack_rows(report)),
+            html_table(ATTACK_HEAD, attack_rows(report), _attack_classes(report)),
             f"<p>{html.escape(_worst_line(report)).replace('**', '')}</p>",
             svg_bars(["clean", *[a["label"] for a in attacks]],
                      [report["clean_accuracy"], *[a["accuracy"] for a in attacks]], "accuracy per attack")]
@@ -177,7 +195,7 @@ def to_html(report: dict) -> str:
              f"<p class=\"verdict\">{html.escape(report['masking']['verdict'])}</p>",
              f"<p><small>robustlab {html.escape(report['robustlab_version'])}, "
              f"{html.escape(report['created'])}</small></p>"]
-    return page(f"robustlab report: {report['run']}", "\n".join(body))
+    return page(f"robustlab report: {report_title(report)}", "\n".join(body))
 
 
 def schema() -> dict:
