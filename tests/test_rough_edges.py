@@ -154,3 +154,32 @@ def test_training_says_what_robust_acc_measures_and_that_zero_is_expected_of_a_s
     assert done.returncode == 0, done.stderr
     assert "robust_acc: PGD-10 accuracy at eps 0.1 on 64 held-out (last test) images; near 0 is " \
            "expected of a standard-trained model" in done.stdout
+
+
+def test_reports_say_which_epoch_and_step_they_measured_and_warn_when_training_has_not_finished(tmp_path):
+    import json
+
+    from robustlab.train import load_checkpoint
+
+    done = robustlab("train", *TINY[:-1], "train.epochs=2", f"out_dir={tmp_path}", "name=r",
+                     "train.monitor_images=0")
+    assert done.returncode == 0, done.stderr
+    finished = robustlab("eval", tmp_path / "r", "--suite", "quick", "--limit", 8)
+    assert finished.returncode == 0 and "warning" not in finished.stdout
+    report = json.loads((tmp_path / "r" / "report" / "report.json").read_text())
+    steps = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["global_step"]
+    assert report["trained"] == {"epoch": 2, "batch": 0, "epochs": 2, "step": steps, "finished": True}
+    assert f"(epoch 2 of 2, step {steps}, training finished)" in \
+        (tmp_path / "r" / "report" / "report.md").read_text()
+    assert "training finished" in (tmp_path / "r" / "report" / "report.html").read_text()
+    # a run meant for 4 epochs whose last checkpoint holds 2 (as after an interruption)
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    state["config"]["train"]["epochs"] = 4
+    torch.save(state, tmp_path / "r" / "checkpoints" / "last.pt")
+    partial = robustlab("eval", tmp_path / "r", "--json")
+    assert partial.returncode == 0
+    assert json.loads(partial.stdout)["trained"]["finished"] is False
+    warning = [line for line in partial.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "holds epoch 2 of 4" in warning[0]
+    assert "not the end of training" in warning[0]
+    assert "robustlab train --resume name=r" in warning[0]

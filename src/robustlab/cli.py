@@ -83,7 +83,7 @@ def _eval(args: argparse.Namespace) -> int:
                 print(f"report: {report['files']['html']} (and report.md, report.json)")
         return 0
     result = evaluate_clean(args.run, which=args.checkpoint, data_dir=args.data_dir,
-                            batch_size=args.batch_size, device=args.device)
+                            batch_size=args.batch_size, device=args.device, log=log)
     if args.json:
         print(json.dumps(result))
     else:

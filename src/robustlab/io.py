@@ -88,7 +88,8 @@ def plain_torch_load(path: str | Path, what: str, hint: str,
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise UserError(
             f"refusing to load {path}: it is not a plain-tensor {what} ({first}); "
-            "only files written by robustlab can be loaded"
+            "only tensors and plain values load (torch.load weights_only=True): save a state_dict, "
+            "not a pickled object"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise UserError(f"{what} {path} is corrupt or truncated ({type(exc).__name__}); {hint}") from None

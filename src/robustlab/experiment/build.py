@@ -109,6 +109,26 @@ class Loaded:
     checkpoint: Path
     state: dict
 
+    @property
+    def trained(self) -> dict:
+        """The point of training the checkpoint holds: finished epochs (and batches into the next,
+        after an interruption), of how many, the optimizer step, and whether it is the end."""
+        epoch, epochs = int(self.state.get("epoch", 0)), int(self.cfg.train.epochs)
+        batch = int(self.state.get("batch", 0))
+        step = int(self.state.get("global_step", 0))
+        return {"epoch": epoch, "batch": batch, "epochs": epochs, "step": step,
+                "finished": epoch >= epochs and batch == 0}
+
+    def unfinished_note(self) -> str | None:
+        """One line when the checkpoint is not the end of training, else None."""
+        t = self.trained
+        if t["finished"]:
+            return None
+        where = f"epoch {t['epoch']} of {t['epochs']}" + (f" and {t['batch']} batches" if t["batch"] else "")
+        fix = (f"; finish it with robustlab train --resume name={self.cfg.name} out_dir={self.cfg.out_dir}"
+               if self.checkpoint.stem == "last" else "")
+        return f"warning: {self.checkpoint} holds {where} (step {t['step']}): not the end of training{fix}"
+
 
 def load_run(path: str | Path, which: str = "last", data_dir: str | None = None) -> Loaded:
     """A run directory (its `which` checkpoint) or a checkpoint file, with its config."""

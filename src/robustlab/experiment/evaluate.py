@@ -21,9 +21,12 @@ from robustlab.train.fit import say
 
 
 def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | None = None,
-                   batch_size: int | None = None, device: str = "auto") -> dict:
+                   batch_size: int | None = None, device: str = "auto",
+                   log: Callable[[str], None] = say) -> dict:
     """Clean accuracy of a saved model on its dataset's full test split."""
     loaded = load_run(path, which, data_dir)
+    if loaded.unfinished_note():
+        log(loaded.unfinished_note())
     cfg = loaded.cfg
     cfg.data.test_limit = None  # always the full test set, whatever training watched
     ds = load_data(cfg)
@@ -31,8 +34,8 @@ def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | Non
     model = loaded.model.to(dev)
     batches = Batches(ds.test, batch_size or cfg.data.eval_batch_size, shuffle=False, device=dev)
     acc = accuracy(model, batches, dev)
-    return {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
-            "model": cfg.model.name, "test_images": len(ds.test), "clean_accuracy": acc}
+    return {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "trained": loaded.trained,
+            "dataset": ds.name, "model": cfg.model.name, "test_images": len(ds.test), "clean_accuracy": acc}
 
 
 def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", limit: int | None = None,
@@ -69,12 +72,15 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
         log(f"{suite.name} suite on {cfg.name} ({loaded.checkpoint}): {n} {ds.name} test images, "
             f"eps {eps:.4g}, {len(suite.attacks)} attacks" + (f", {dist.world_size} processes" if dist.enabled
                                                              else ""))
+        if loaded.unfinished_note():
+            log(loaded.unfinished_note())
     body = run_suite(loaded.model, x, y, suite, eps=eps, num_classes=ds.num_classes, device=dev,
                      batch_size=batch_size or cfg.data.eval_batch_size, sources=sources,
                      state_path=suite_state(out_dir), shard=Shard(dist.rank, dist.world_size),
                      state_key=f"{loaded.checkpoint.resolve()}@{loaded.state.get('global_step')}:{source}",
                      log=log if dist.is_main else (lambda _: None))
-    report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "dataset": ds.name,
+    report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "trained": loaded.trained,
+              "dataset": ds.name,
               "model": cfg.model.name, "recipe": cfg.defense.recipe, **body, **stamp(dev, dist.world_size)}
     if dist.is_main:
         report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}

@@ -33,12 +33,22 @@ def report_title(report: dict) -> str:
     return report.get("run") or report["name"]
 
 
+def trained_text(trained: dict) -> str:
+    """`epoch 15 of 15, step 7020, training finished` (or `... NOT the end of training`)."""
+    where = f"epoch {trained['epoch']} of {trained['epochs']}" + (
+        f" and {trained['batch']} batches" if trained.get("batch") else "")
+    end = "training finished" if trained["finished"] else "NOT the end of training"
+    return f"{where}, step {trained['step']}, {end}"
+
+
 def _header(report: dict) -> str:
     recipe = f", recipe {report['recipe']}" if "recipe" in report else ""
     layer = (f"; feature map of layer {report['feature_layer']} (forward hook)"
              if report.get("feature_layer") else "")
+    checkpoint = (f"; checkpoint {report['checkpoint']} ({trained_text(report['trained'])})"
+                  if "trained" in report else "")
     return (f"{report['dataset']}, {report['model']}{recipe}; L-inf eps {report['eps']:.4g}; "
-            f"{report['images']} test images; suite {report['suite']}{layer}")
+            f"{report['images']} test images; suite {report['suite']}{layer}{checkpoint}")
 
 
 def attack_rows(report: dict) -> list[list[str]]:
