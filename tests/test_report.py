@@ -89,6 +89,39 @@ def test_quick_suite_end_to_end_writes_a_valid_report(runs, capsys):
     assert (runs / "adv" / "report" / "report.md").read_text().startswith("# Robustness report: adv")
 
 
+def test_quick_report_shows_accuracy_vs_eps_and_a_strip_of_clean_and_attacked_examples(runs, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    report = evaluate_suite(runs / "adv", "quick", limit=24, out=str(tmp_path), log=quiet)
+    assert list(report["curves"]["eps"]) == ["0.025", "0.05", "0.1", "0.2"]
+    curve = list(report["curves"]["eps"].values())
+    assert curve == sorted(curve, reverse=True)  # a larger budget never leaves more images correct
+    pgd = next(a for a in report["attacks"] if a["label"] == "PGD-20")
+    assert curve[2] == pytest.approx(pgd["accuracy"])  # PGD-20 at eps x1 is the column itself
+    examples = report["examples"]
+    assert [e["index"] for e in examples] == list(range(8))
+    from robustlab.experiment import load_run
+
+    loaded = load_run(runs / "adv")
+    from robustlab.data import load_dataset
+
+    test = load_dataset("synthetic", **loaded.cfg.data.options).test
+    for e in examples:
+        clean = Image.open(io.BytesIO(base64.b64decode(e["clean_png"])))
+        adv = Image.open(io.BytesIO(base64.b64decode(e["adv_png"])))
+        pixels = torch.tensor(list(clean.getdata()), dtype=torch.uint8).view(clean.size[1], clean.size[0])
+        assert torch.equal(pixels, test.images[e["index"], 0])  # the very test image, lossless
+        diff = torch.tensor(list(adv.getdata())).float() - pixels.flatten().float()
+        assert diff.abs().max() <= 0.1 * 255 + 1  # within eps (one grey level of rounding)
+        assert e["label"] == int(test.labels[e["index"]])
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 16 and "Examples: clean and PGD-20" in page
+    assert "| image | true class |" in (tmp_path / "report.md").read_text()
+
+
 def test_papers_suite_end_to_end(runs, tmp_path):
     report = evaluate_suite(runs / "std", "papers", limit=16, out=str(tmp_path), log=quiet)
     jsonschema.validate(json.loads((tmp_path / "report.json").read_text()), schema())
@@ -133,10 +166,10 @@ def test_an_interrupted_evaluation_resumes_from_its_state(runs, tmp_path, monkey
     real = suite_run.attack_batches
     monkeypatch.setattr(suite_run, "attack_batches", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = evaluate_suite(runs / "std", "quick", limit=32, out=str(tmp_path), log=quiet)
-    assert calls == []  # both attacks came from the state file
-    assert again["attacks"] == first["attacks"]
+    assert calls == []  # both attacks and the four eps-curve points came from the state file
+    assert again["attacks"] == first["attacks"] and again["curves"] == first["curves"]
     evaluate_suite(runs / "std", "quick", limit=24, out=str(tmp_path), log=quiet)
-    assert len(calls) == 2  # another image count is another evaluation: nothing reused
+    assert len(calls) == 2 + 4  # another image count is another evaluation: nothing reused
 
 
 class Softmaxed(torch.nn.Module):

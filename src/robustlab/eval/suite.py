@@ -9,6 +9,7 @@ data set's eps so one suite serves every data set:
       - {label: step_ll, attack: step_ll, eps_factors: [0.25, 0.5, 1, 2]}   # a grid of eps
       - {label: transfer PGD-20, attack: pgd, steps: 20, source: standard}   # black-box
     curves: {steps: [1, 10, 100], eps_factors: [0.5, 1, 2]}
+    examples: {count: 8, attack: PGD-20}   # the first 8 images, clean and under that entry
     masking: {large_eps: 0.5}
     include: papers        # another suite's entries first
 """
@@ -27,8 +28,8 @@ from robustlab.errors import UserError
 
 SUITES_DIR = Path(__file__).with_name("suites")
 ENTRY_KEYS = {"label", "attack", "eps_factor", "eps_factors", "step_factor", "source", "worst_case"}
-SUITE_KEYS = {"name", "images", "attacks", "curves", "masking", "include"}
-SECTION_KEYS = {"curves": {"steps", "eps_factors"}, "masking": {"large_eps"}}
+SUITE_KEYS = {"name", "images", "attacks", "curves", "examples", "masking", "include"}
+SECTION_KEYS = {"curves": {"steps", "eps_factors"}, "examples": {"count", "attack"}, "masking": {"large_eps"}}
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Suite:
     attacks: list[SuiteAttack]
     images: int | None = None
     curves: dict = field(default_factory=dict)  # steps: [..], eps_factors: [..]
+    examples: dict = field(default_factory=dict)  # count: N, attack: a label of `attacks`
     masking: dict = field(default_factory=dict)  # large_eps: float
 
     def fingerprint(self) -> str:
@@ -128,9 +130,22 @@ def _parse(values: dict, path: Path, depth: int = 0) -> Suite:
     images = values.get("images", base.images)
     if images is not None and (not isinstance(images, int) or images <= 0):
         raise UserError(f"{path}: images={images!r} must be a positive integer")
+    examples = {**base.examples, **(values.get("examples") or {})}
+    _check_examples(examples, labels, path)
     return Suite(name=values.get("name", path.stem), attacks=attacks, images=images,
-                 curves={**base.curves, **(values.get("curves") or {})},
+                 curves={**base.curves, **(values.get("curves") or {})}, examples=examples,
                  masking={**base.masking, **(values.get("masking") or {})})
+
+
+def _check_examples(examples: dict, labels: list[str], path: Path) -> None:
+    if not examples:
+        return
+    count = examples.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 64:
+        raise UserError(f"{path}: examples.count={count!r} must be an integer in 1..64")
+    if examples.get("attack") not in labels:
+        raise UserError(f"{path}: examples.attack={examples.get('attack')!r} must be the label of one "
+                        f"of the suite's attacks: {', '.join(labels)}")
 
 
 def _entries(entry: Any, path: Path) -> list[SuiteAttack]:

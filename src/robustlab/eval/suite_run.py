@@ -10,6 +10,8 @@ listed under "skipped" with its reason, and the rest of the suite runs.
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,6 +155,9 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(f"curve eps x{f:g}", lambda f=f: ATTACKS.build(
             "pgd", eps=f * eps, steps=20))) for f in factors}
 
+    examples = []
+    if suite.examples and shard.rank == 0 and suite.examples["attack"] in {c["label"] for c in columns}:
+        examples = _examples(model, x, y, suite, {e.label: e for e in suite.attacks}, make, device)
     outcomes = {c["label"]: state.get(c["label"]) for c in columns}
     worst = _worst_case(columns, outcomes, clean, n)
     checks = _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_classes,
@@ -168,8 +173,35 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         "skipped": skipped,
         "worst_case": worst,
         "curves": curves,
+        "examples": examples,
         "masking": {"checks": [c.to_dict() for c in checks], "verdict": masking.verdict(checks)},
     }
+
+
+def _examples(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, entries: dict, make,
+              device) -> list[dict]:
+    """The first `count` images, clean and under the `attack` entry, with both predictions: the
+    report's strip of examples (each image a base64 PNG, the data set's own resolution)."""
+    count = min(suite.examples["count"], len(y))
+    entry = entries[suite.examples["attack"]]
+    clean, labels = x[:count].to(device), y[:count].to(device)
+    adversarial = make(entry)(model, clean, labels)
+    with torch.no_grad():
+        clean_pred, adv_pred = model(clean).argmax(1).tolist(), model(adversarial).argmax(1).tolist()
+    return [{"index": i, "label": int(labels[i]), "clean_pred": clean_pred[i], "adv_pred": adv_pred[i],
+             "attack": entry.label, "clean_png": png_base64(clean[i]), "adv_png": png_base64(adversarial[i])}
+            for i in range(count)]
+
+
+def png_base64(image: Tensor) -> str:
+    """A [C, H, W] image in [0, 1] as a base64 PNG (grey for one channel, RGB for three)."""
+    from PIL import Image
+
+    pixels = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    array = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def unavailable(entry: SuiteAttack, model: nn.Module,

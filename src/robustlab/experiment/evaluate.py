@@ -80,7 +80,7 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
                      state_key=f"{loaded.checkpoint.resolve()}@{loaded.state.get('global_step')}:{source}",
                      log=log if dist.is_main else (lambda _: None))
     report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "trained": loaded.trained,
-              "dataset": ds.name,
+              "dataset": ds.name, "class_names": list(ds.class_names),
               "model": cfg.model.name, "recipe": cfg.defense.recipe, **body, **stamp(dev, dist.world_size)}
     if dist.is_main:
         report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}

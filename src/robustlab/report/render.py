@@ -93,6 +93,9 @@ def markdown(report: dict) -> str:
     for name, curve in report["curves"].items():
         parts += [f"## Accuracy vs {'PGD steps' if name == 'steps' else 'eps'}", "",
                   md_table([name, "accuracy"], [[k, pct(v)] for k, v in curve.items()]), ""]
+    if report.get("examples"):
+        parts += [f"## Examples: clean and {report['examples'][0]['attack']} (in report.html)", "",
+                  examples_md(report), ""]
     rows = [[c["name"], c["status"], c["message"]] for c in report["masking"]["checks"]]
     parts += ["## Gradient-masking checks", "", md_table(["check", "status", "detail"], rows),
               "", report["masking"]["verdict"], "",
@@ -110,6 +113,8 @@ th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 .warn{background:#fde2c8}.pass{background:#dff3df}.skip{color:#888}.best{font-weight:bold;background:#e6f0ff}
 td.text{text-align:left}.verdict{padding:.8em;border-left:4px solid #888;background:#f7f7f7}
 svg text{font-size:12px;font-family:sans-serif}
+.strip{display:flex;flex-wrap:wrap;gap:1em}.strip figure{margin:0;font-size:.85em}
+.strip img{width:64px;height:64px;image-rendering:pixelated;border:1px solid #ccc;margin-right:2px}
 """
 
 
@@ -179,6 +184,37 @@ def svg_line(points: Sequence[tuple[float, float]], title: str, xlabel: str, log
     return "".join(parts)
 
 
+def _class(report: dict, index: int) -> str:
+    names = report.get("class_names") or []
+    return names[index] if index < len(names) else str(index)
+
+
+def examples_html(report: dict) -> str:
+    """The strip of examples: each test image clean and attacked, with the model's predictions
+    (an attacked prediction that is wrong is marked)."""
+    cells = []
+    for e in report["examples"]:
+        label, clean, adv = (html.escape(_class(report, e[k])) for k in ("label", "clean_pred", "adv_pred"))
+        broken = " class=\"warn\"" if e["adv_pred"] != e["label"] else ""
+        clean_png, adv_png = html.escape(e["clean_png"]), html.escape(e["adv_png"])
+        cells.append(
+            f"<figure><img alt=\"test image {e['index']}\" src=\"data:image/png;base64,{clean_png}\">"
+            f"<img alt=\"attacked\" src=\"data:image/png;base64,{adv_png}\"><figcaption>"
+            f"true {label}<br>clean: {clean}<br><span{broken}>attacked: {adv}</span></figcaption></figure>")
+    attack = html.escape(report["examples"][0]["attack"])
+    return (f"<h2>Examples: clean and {attack}</h2><p>The first {len(cells)} test images (left) and "
+            f"their {attack} examples at eps {report['eps']:.4g} (right).</p>"
+            f"<div class=\"strip\">{''.join(cells)}</div>")
+
+
+def examples_md(report: dict) -> str:
+    head = ["image", "true class", "clean prediction", f"{report['examples'][0]['attack']} prediction"]
+    rows = [[str(e["index"]), _class(report, e["label"]), _class(report, e["clean_pred"]),
+             _class(report, e["adv_pred"]) + ("" if e["adv_pred"] == e["label"] else " (wrong)")]
+            for e in report["examples"]]
+    return md_table(head, rows)
+
+
 def page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
             f"</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
@@ -197,6 +233,8 @@ def to_html(report: dict) -> str:
         body.append(f"<h2>Accuracy vs {'PGD steps' if name == 'steps' else 'eps'}</h2>")
         body.append(svg_line(points, f"accuracy vs {name}", "PGD steps" if name == "steps" else "eps",
                              log_x=name == "steps"))
+    if report.get("examples"):
+        body.append(examples_html(report))
     checks = report["masking"]["checks"]
     body += ["<h2>Gradient-masking checks</h2>",
              html_table(["check", "status", "detail"],
