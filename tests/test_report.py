@@ -272,3 +272,55 @@ def test_transfer_from_a_cached_standard_source_curves_and_their_checks(runs, tm
     logs.clear()
     evaluate_suite(runs / "adv", str(suite), limit=24, out=str(tmp_path / "again"), log=logs.append)
     assert not any("training the transfer source" in line for line in logs)  # cached
+
+
+def test_report_keeps_per_image_outcomes_that_agree_with_its_accuracies(runs, tmp_path):
+    from robustlab.eval.outcomes import first_broken_by, images_digest, unpack
+
+    report = evaluate_suite(runs / "adv", "quick", limit=40, out=str(tmp_path), log=quiet)
+    jsonschema.validate(json.loads((tmp_path / "report.json").read_text()), schema())
+    out = report["outcomes"]
+    assert out["images"]["count"] == 40 and out["images"]["split"] == "test"
+    from robustlab.experiment import load_run
+
+    loaded = load_run(runs / "adv")
+    from robustlab.data import load_dataset
+
+    test = load_dataset("synthetic", **loaded.cfg.data.options).test
+    assert out["images"]["digest"] == images_digest(test.images[:40].float() / 255, test.labels[:40])
+    assert unpack(out["clean"], 40).float().mean().item() == pytest.approx(report["clean_accuracy"])
+    for column in report["attacks"]:
+        assert unpack(out["robust"][column["label"]], 40).float().mean().item() == \
+            pytest.approx(column["accuracy"])
+    first = first_broken_by(report)
+    worst = report["worst_case"]
+    for label, count in worst["broken_by"].items():
+        assert first.count(label) == count
+    assert first.count("wrong without attack") == worst["clean_wrong"]
+    assert first.count("robust under every attack") == round(worst["accuracy"] * 40)
+
+
+def test_compare_pairs_reports_on_the_same_images_and_refuses_other_images(runs, tmp_path, capsys):
+    a, b, c = (tmp_path / name for name in ("a", "b", "c"))
+    evaluate_suite(runs / "std", "quick", limit=32, out=str(a), log=quiet)
+    evaluate_suite(runs / "adv", "quick", limit=32, out=str(b), log=quiet)
+    evaluate_suite(runs / "adv", "quick", limit=24, out=str(c), log=quiet)
+    assert main(["compare", str(a / "report.json"), str(b / "report.json"), "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Paired on the same 32 images" in text and "| adv - std |" in text
+    from robustlab.eval.outcomes import unpack
+    from robustlab.eval.stats import Paired
+
+    reports = [json.loads((d / "report.json").read_text()) for d in (a, b)]
+    t = Paired.of(*[unpack(r["outcomes"]["robust"]["PGD-20"], 32) for r in reports])
+    lo, hi = t.ci()
+    assert f"{100 * t.difference:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] p {t.p_value:.2g}" in text
+    assert main(["compare", str(a / "report.json"), str(c / "report.json"), "--out", str(tmp_path)]) == 0
+    refused = [line for line in capsys.readouterr().out.splitlines() if line.startswith("not paired")]
+    assert len(refused) == 1 and "other images" in refused[0] and "32 images" not in refused[0]
+    old = json.loads((a / "report.json").read_text())  # a schema-1 report: no outcomes
+    old.pop("outcomes")
+    old["schema"] = "robustlab.report/1"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert main(["compare", str(tmp_path / "old.json"), str(b / "report.json"), "--out", str(tmp_path)]) == 0
+    assert "has no per-image outcomes" in capsys.readouterr().out

@@ -24,11 +24,12 @@ from robustlab.attacks import ATTACKS, transfer
 from robustlab.eval import masking
 from robustlab.eval.accuracy import accuracy
 from robustlab.eval.attack_run import attack_batches
+from robustlab.eval.outcomes import outcomes as image_outcomes
 from robustlab.eval.suite import Suite, SuiteAttack
 from robustlab.io import atomic_torch_save, plain_torch_load
 from robustlab.models.adapter import offers_contract
 
-SCHEMA = "robustlab.report/1"
+SCHEMA = "robustlab.report/2"  # 2: per-image outcomes
 
 
 @dataclass
@@ -145,21 +146,14 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         clean = outcome["clean"]
         columns.append(_column(entry, eps, outcome))
 
-    curves = {}
-    steps = suite.curves.get("steps") or []
-    if steps:
-        curves["steps"] = {str(s): _accuracy(evaluate(f"curve steps={s}", lambda s=s: ATTACKS.build(
-            "pgd", eps=eps, steps=int(s), step_size=0.25 * eps))) for s in steps}
-    factors = suite.curves.get("eps_factors") or []
-    if factors:
-        curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(f"curve eps x{f:g}", lambda f=f: ATTACKS.build(
-            "pgd", eps=f * eps, steps=20))) for f in factors}
-
+    curves = _curves(suite, eps, evaluate)
     examples = []
     if suite.examples and shard.rank == 0 and suite.examples["attack"] in {c["label"] for c in columns}:
         examples = _examples(model, x, y, suite, {e.label: e for e in suite.attacks}, make, device)
     outcomes = {c["label"]: state.get(c["label"]) for c in columns}
     worst = _worst_case(columns, outcomes, clean, n)
+    per_image = image_outcomes(x, y, clean, {label: o["robust"] for label, o in outcomes.items()},
+                               worst["attacks"] if clean is not None else [])
     checks = _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_classes,
                              evaluate, device)
     return {
@@ -174,8 +168,23 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         "worst_case": worst,
         "curves": curves,
         "examples": examples,
+        "outcomes": per_image,
         "masking": {"checks": [c.to_dict() for c in checks], "verdict": masking.verdict(checks)},
     }
+
+
+def _curves(suite: Suite, eps: float, evaluate: Callable) -> dict:
+    """Accuracy vs PGD steps (step 0.25 eps) and vs eps (PGD-20), as the suite asks."""
+    curves = {}
+    steps = suite.curves.get("steps") or []
+    if steps:
+        curves["steps"] = {str(s): _accuracy(evaluate(f"curve steps={s}", lambda s=s: ATTACKS.build(
+            "pgd", eps=eps, steps=int(s), step_size=0.25 * eps))) for s in steps}
+    factors = suite.curves.get("eps_factors") or []
+    if factors:
+        curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(f"curve eps x{f:g}", lambda f=f: ATTACKS.build(
+            "pgd", eps=f * eps, steps=20))) for f in factors}
+    return curves
 
 
 def _examples(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, entries: dict, make,

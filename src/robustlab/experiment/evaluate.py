@@ -79,6 +79,7 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
                      state_path=suite_state(out_dir), shard=Shard(dist.rank, dist.world_size),
                      state_key=f"{loaded.checkpoint.resolve()}@{loaded.state.get('global_step')}:{source}",
                      log=log if dist.is_main else (lambda _: None))
+    body["outcomes"]["images"]["split"] = "test"  # its first n images
     report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "trained": loaded.trained,
               "dataset": ds.name, "class_names": list(ds.class_names),
               "model": cfg.model.name, "recipe": cfg.defense.recipe, **body, **stamp(dev, dist.world_size)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 
+from robustlab.eval.outcomes import unpack
+from robustlab.eval.stats import Paired
 from robustlab.report.fmt import pct
 from robustlab.report.render import html_table, md_table, page, report_title
 
@@ -33,7 +35,7 @@ def compare_markdown(reports: list[dict]) -> str:
     best = _best(rows)
     cells = [[report_title(r), *[("**" + pct(v) + "**") if v is not None and v == best[j] and len(rows) > 1
                           else pct(v) for j, v in enumerate(row)]] for r, row in zip(reports, rows)]
-    return md_table(["run", *columns], cells) + "\n"
+    return md_table(["run", *columns], cells) + "\n\n" + paired_markdown(reports)
 
 
 def compare_html(reports: list[dict]) -> str:
@@ -47,4 +49,65 @@ def compare_html(reports: list[dict]) -> str:
                                          f"{r.get('recipe', '-')}, eps {r['eps']:.4g}, {r['images']} "
                                          f"images, suite {r['suite']}") + "</li>" for r in reports)
     body = f"<h1>Comparison</h1>{html_table(['run', *columns], cells, classes)}<ul>{notes}</ul>"
+    why = pairing(reports) if len(reports) > 1 else "not paired: one report"
+    if why:
+        body += f"<p>{html.escape(why)}</p>"
+    else:
+        paired_columns, paired_cells = paired_rows(reports)
+        n = reports[0]["outcomes"]["images"]["count"]
+        body += (f"<h2>Paired on the same {n} images</h2><p>Difference in points, 95% CI (Newcombe "
+                 "1998, method 10), exact McNemar p.</p>"
+                 + html_table(["runs", *paired_columns], paired_cells,
+                              [["", *["text"] * len(paired_columns)] for _ in paired_cells]))
     return page("robustlab comparison", body)
+
+
+def pairing(reports: list[dict]) -> str | None:
+    """Why these reports cannot be paired image by image, or None when they can."""
+    for r in reports:
+        if "outcomes" not in r:
+            return (f"not paired: {report_title(r)}'s report ({r.get('schema', 'schema 1')}) has no "
+                    "per-image outcomes; evaluate it again to pair it")
+    first = reports[0]["outcomes"]["images"]
+    for r in reports[1:]:
+        images = r["outcomes"]["images"]
+        if images != first:
+            return (f"not paired: {report_title(r)} was evaluated on other images than "
+                    f"{report_title(reports[0])} ({images['count']} images, digest {images['digest'][:12]} "
+                    f"vs {first['count']}, {first['digest'][:12]}); evaluate both on the same data, "
+                    "--limit and order to pair them")
+    return None
+
+
+def paired_rows(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Each later run minus the first on the same images, per column both have: the difference
+    in points, Newcombe's 95% interval and the exact McNemar p (eval/stats.py)."""
+    reference = reports[0]
+    n = reference["outcomes"]["images"]["count"]
+    columns = ["clean", *[label for label in reference["outcomes"]["robust"]
+                          if all(label in r["outcomes"]["robust"] for r in reports[1:])]]
+
+    def mask(report: dict, column: str):
+        out = report["outcomes"]
+        return unpack(out["clean"] if column == "clean" else out["robust"][column], n)
+
+    rows = []
+    for r in reports[1:]:
+        cells = []
+        for column in columns:
+            t = Paired.of(mask(reference, column), mask(r, column))
+            lo, hi = t.ci()
+            cells.append(f"{100 * t.difference:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] p {t.p_value:.2g}")
+        rows.append([f"{report_title(r)} - {report_title(reference)}", *cells])
+    return columns, rows
+
+
+def paired_markdown(reports: list[dict]) -> str:
+    """The paired table, or the one line saying why there is none."""
+    why = pairing(reports) if len(reports) > 1 else "not paired: one report"
+    if why:
+        return why + "\n"
+    columns, rows = paired_rows(reports)
+    n = reports[0]["outcomes"]["images"]["count"]
+    return (f"Paired on the same {n} images: difference in points, 95% CI (Newcombe), exact McNemar p\n\n"
+            + md_table(["runs", *columns], rows) + "\n")

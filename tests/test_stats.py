@@ -1,0 +1,74 @@
+"""eval/stats.py against hand values and scipy (the Verdicts issue's paired statistics)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from robustlab.eval.stats import Paired, detectable_difference, holm, mcnemar_exact, wilson
+
+
+def test_mcnemar_exact_is_the_binomial_tail_of_the_discordant_images():
+    # 1 of 10 discordant images each way: 2 * (C(10,0) + C(10,1)) / 2^10 = 22 / 1024
+    assert mcnemar_exact(1, 9) == pytest.approx(22 / 1024, rel=1e-12)
+    assert mcnemar_exact(9, 1) == pytest.approx(22 / 1024, rel=1e-12)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (50, 50), (731, 1000)])
+def test_wilson_interval_matches_scipy(k, n):
+    ours = wilson(k, n, 1.959963984540054)
+    theirs = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert ours == pytest.approx((theirs.low, theirs.high), abs=1e-12)
+
+
+def test_newcombe_without_correlation_is_the_square_and_add_of_two_wilson_intervals():
+    t = Paired(both=20, gained=10, lost=20, neither=10)  # ad = bc: phi = 0
+    n, p_new, p_ref = 60, 30 / 60, 40 / 60
+    new = binomtest(30, n).proportion_ci(0.95, method="wilson")
+    ref = binomtest(40, n).proportion_ci(0.95, method="wilson")
+    low = p_new - p_ref - math.hypot(p_new - new.low, ref.high - p_ref)
+    high = p_new - p_ref + math.hypot(new.high - p_new, p_ref - ref.low)
+    assert t.ci() == pytest.approx((low, high), abs=1e-12)
+    assert t.difference == pytest.approx(-10 / 60)
+
+
+def test_a_positive_correlation_narrows_the_interval_and_it_stays_in_minus_one_one():
+    correlated = Paired(both=40, gained=5, lost=10, neither=45)  # the usual case: models agree
+    independent = Paired(both=20, gained=25, lost=30, neither=25)
+    assert correlated.difference == independent.difference == pytest.approx(-0.05)
+    width = [hi - lo for lo, hi in (correlated.ci(), independent.ci())]
+    # the information is in the discordant images: widths scale as sqrt(15 / 55)
+    assert width[0] / width[1] == pytest.approx(math.sqrt(15 / 55), rel=0.1)
+    assert -1 <= Paired(0, 0, 10, 0).ci()[0] <= Paired(0, 0, 10, 0).ci()[1] <= 0
+
+
+def test_newcombe_covers_the_true_difference_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    probabilities = [0.6, 0.1, 0.05, 0.25]  # both, gained, lost, neither: true difference +0.05
+    tables = rng.multinomial(300, probabilities, size=3000)
+    covered = [lo <= 0.05 <= hi for lo, hi in (Paired(*map(int, t)).ci() for t in tables)]
+    assert 0.935 <= np.mean(covered) <= 0.965  # 3000 draws: +-0.8 points of standard error
+
+
+def test_paired_counts_from_outcome_tensors():
+    reference = torch.tensor([True, True, False, False, True])
+    new = torch.tensor([True, False, True, False, True])
+    assert Paired.of(reference, new) == Paired(both=2, gained=1, lost=1, neither=1)
+    with pytest.raises(ValueError, match="outcomes of"):
+        Paired.of(reference, new[:4])
+
+
+def test_detectable_difference_by_hand():
+    # (z_0.975 + z_0.8) * sqrt(0.1 / 1000) = (1.959964 + 0.841621) * 0.01
+    assert detectable_difference(1000, 0.1) == pytest.approx(0.02801585, abs=1e-7)
+    assert detectable_difference(4000, 0.1) == pytest.approx(0.02801585 / 2, abs=1e-7)
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
