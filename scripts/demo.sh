@@ -6,7 +6,7 @@
 # Usage: scripts/demo.sh [PYTHON]   (the Makefile passes the project environment's interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${1:-python3}
+PY=${1:-$(bash scripts/setup.sh --python)}
 EPOCHS=2  # of the full 60,000 training images; the configs' own schedules are longer (15)
 
 for recipe in standard fast_at; do

@@ -2,9 +2,10 @@
 # Sets up robustlab; safe to run again. What it installs, and where:
 #   - Python packages go into one environment, never into the system's interpreter (Debian and
 #     Ubuntu refuse that, PEP 668, and it would change other programs): the active virtual
-#     environment ($VIRTUAL_ENV, or conda's $CONDA_PREFIX) when there is one, else the project's
-#     own .venv, made from $PYTHON (default python3) with --system-site-packages so that a torch
-#     installed system-wide (a CUDA build, say) is seen and kept.
+#     environment ($VIRTUAL_ENV, or conda's $CONDA_PREFIX, conda's base included when it is
+#     active) when there is one, else the project's own .venv, made from $PYTHON (default
+#     python3) with --system-site-packages so that a torch installed system-wide (a CUDA build,
+#     say) is seen and kept. The Makefile keeps its set-up stamps in that environment.
 #     Into it: torch==2.13.0 (the CPU build) only when it cannot import torch; robustlab itself
 #     (editable); with --test, the test and dev extras (pytest, ART, captum, jsonschema, ruff, ...).
 #   - Debian packages (apt-get, as root or through sudo), only those missing: dataset-fashion-mnist
@@ -27,9 +28,13 @@ env_python() {
   else echo "$PWD/.venv/bin/python"; fi
 }
 
-if [ "${1:-}" = "--python" ]; then env_python; exit 0; fi
 TEST=""
-[ "${1:-}" = "--test" ] && TEST=1
+case "${1:-}" in
+  "") ;;
+  --test) TEST=1 ;;
+  --python) env_python; exit 0 ;;
+  *) echo "setup: unknown argument ${1}; use scripts/setup.sh [--test | --python]" >&2; exit 2 ;;
+esac
 
 apt_install() {  # apt_install PACKAGE... (a warning, not a failure, where apt-get is not usable)
   local sudo=""
@@ -48,16 +53,29 @@ missing=()
 ls "$FMNIST"/train-images-idx3-ubyte* >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
 [ -n "$TEST" ] && ! command -v chromium >/dev/null 2>&1 && missing+=(chromium)
 PY=$(env_python)
-[ -x "$PY" ] || "$BASE" -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
+OWN="$PWD/.venv/bin/python"
+usable() { "$1" -m pip --version >/dev/null 2>&1; }  # a python with pip: what everything below needs
+if [ "$PY" != "$OWN" ] && ! usable "$PY"; then
+  echo "setup: the active environment has no working $PY with pip; fix it, or deactivate it to use" \
+       "the project's .venv" >&2
+  exit 1
+fi
+usable "$PY" || "$BASE" -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ] && ! apt_install "${missing[@]}"; then
   echo "setup: without dataset-fashion-mnist, put Fashion-MNIST's IDX files in a folder and pass" \
        "data.data_dir=FOLDER; without chromium the report rendering test is skipped" >&2
 fi
 
-if [ ! -x "$PY" ]; then
+if ! usable "$PY"; then  # only the project's own .venv gets here: (re)make it
   echo "setup: making the project environment .venv from $("$BASE" -c 'import sys; print(sys.executable)')" \
        "(it also sees that interpreter's packages)"
-  "$BASE" -m venv --system-site-packages .venv
+  rm -rf .venv
+  if ! "$BASE" -m venv --system-site-packages .venv || ! usable "$PY"; then
+    rm -rf .venv  # a half-made one would pass for made next time
+    echo "setup: could not make .venv with $BASE -m venv; install Debian's python3-venv" \
+         "(apt-get install python3-venv) or set PYTHON=another python3" >&2
+    exit 1
+  fi
 fi
 echo "setup: Python packages go into $(dirname "$(dirname "$PY")")"
 

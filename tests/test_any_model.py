@@ -199,7 +199,7 @@ def test_data_paths_are_your_folder_or_npz_data_set(tmp_path, capsys, monkeypatc
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "mine.npz", x=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y=np.arange(20) % 2)
     report = robustlab.evaluate(MLP(), tmp_path / "mine.npz", suite="quick", eps=0.1, log=quiet)
-    assert report["dataset"] == "npz" and report["images"] == 4  # its 20% test split
+    assert report["dataset"] == "npz" and report["images"] == 20  # one set: all of it, not a split
     with pytest.raises(UserError, match="eps is needed for npz"):
         robustlab.evaluate(MLP(), tmp_path / "mine.npz", suite="quick", log=quiet)
     for i in range(10):
@@ -210,7 +210,7 @@ def test_data_paths_are_your_folder_or_npz_data_set(tmp_path, capsys, monkeypatc
     assert main(["eval", "--model", "tests.test_any_model:MLP", "--data", str(tmp_path / "images"),
                  "--eps", "8/255", "--suite", "quick", "--out", str(tmp_path / "r"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["dataset"] == "folder" and report["images"] == 2 and report["eps"] == 8 / 255
+    assert report["dataset"] == "folder" and report["images"] == 10 and report["eps"] == 8 / 255
 
 
 def test_transfer_entries_need_a_source_model(trained, tmp_path):
@@ -338,3 +338,18 @@ def test_bad_model_inputs_are_one_line_errors(tmp_path, capsys, monkeypatch, cas
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, case + ": " + err
     assert lines[0].startswith("robustlab: error: ") and expected in lines[0], case
+
+
+def test_a_saved_state_is_never_reused_for_other_images(trained, tmp_path):
+    from robustlab.data import load_dataset
+
+    test = load_dataset("fashion-mnist").test
+    x, y = test.images[:16].float() / 255, test.labels[:16]
+    other_x, other_y = test.images[16:32].float() / 255, test.labels[16:32]
+    model = trained["ConvNet"]
+    first = robustlab.evaluate(model, x, y, suite="quick", eps=0.1, out=tmp_path, log=quiet)
+    other = robustlab.evaluate(model, other_x, other_y, suite="quick", eps=0.1, out=tmp_path, log=quiet)
+    fresh = robustlab.evaluate(model, other_x, other_y, suite="quick", eps=0.1, log=quiet)
+    assert first["outcomes"]["clean"] != fresh["outcomes"]["clean"]  # the two sets differ image by image
+    assert other["outcomes"]["robust"] == fresh["outcomes"]["robust"]
+    assert other["outcomes"]["clean"] == fresh["outcomes"]["clean"]

@@ -140,7 +140,7 @@ def test_attack_parameters_read_fractions_with_the_same_parser():
     params = _attack_params(["eps=8/255", "step_size= 2.5 / 255", "steps=20", "target=least_likely"])
     assert params == {"eps": 8 / 255, "step_size": 2.5 / 255, "steps": 20, "target": "least_likely"}
     assert _attack_params(["eps=8/x"]) == {"eps": "8/x"}  # not a fraction: YAML as before
-    with pytest.raises(UserError, match="^attack parameter 'eps=8/0' divides by zero"):
+    with pytest.raises(UserError, match="^attack parameter eps='8/0' divides by zero"):
         _attack_params(["eps=8/0"])
 
 
@@ -151,3 +151,16 @@ def test_recipe_options_read_fractions():
     assert objective.adversary.attack.step_size == pytest.approx(2 / 255)
     with pytest.raises(UserError, match=r"defense.options.step_size='2/0' divides by zero"):
         build_objective("madry", eps=8 / 255, step_size="2/0")
+
+
+def test_suite_files_read_fractions(tmp_path):
+    from robustlab.eval.suite import load_suite
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("attacks:\n  - {label: P, attack: pgd, steps: 10, step_size: 2/255}\n"
+                    "  - {label: Q, attack: fgsm, eps_factor: 1/2}\n")
+    p, q = load_suite(path).attacks
+    assert p.params["step_size"] == pytest.approx(2 / 255) and q.eps_factor == pytest.approx(0.5)
+    path.write_text("attacks:\n  - {label: P, attack: pgd, step_size: 2/0}\n")
+    with pytest.raises(UserError, match=r"step_size='2/0' divides by zero"):
+        load_suite(path)

@@ -183,3 +183,21 @@ def test_reports_say_which_epoch_and_step_they_measured_and_warn_when_training_h
     assert len(warning) == 1 and "holds epoch 2 of 4" in warning[0]
     assert "not the end of training" in warning[0]
     assert "robustlab train --resume name=r" in warning[0]
+
+
+def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my own file")
+    refused = robustlab("train", *TINY, f"out_dir={tmp_path}", "name=mine", "train.monitor_images=0")
+    assert refused.returncode == 2 and "holds files that are not a robustlab run (notes.txt)" in refused.stderr
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_a_missing_tensorboard_package_fails_before_anything_is_trained(tmp_path):
+    code = ("import sys; sys.modules['torch.utils.tensorboard'] = None\n"
+            "from robustlab.cli import main\n"
+            f"sys.exit(main({[*TINY, 'train.tensorboard=true', f'out_dir={tmp_path}', 'name=t']!r}))")
+    done = subprocess.run([sys.executable, "-c", code.replace("main([", "main(['train', ")],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 2 and "needs the tensorboard package" in done.stderr
+    assert not (tmp_path / "t").exists()

@@ -170,19 +170,15 @@ def _attack_params(pairs: list[str]) -> dict:
     """`eps=8/255 steps=20 target=least_likely` -> a dict (YAML values; a/b fractions allowed)."""
     import yaml
 
-    from robustlab.config import parse_fraction
+    from robustlab.config import fraction_or_value
 
     params = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UserError(f"attack parameter {pair!r} must look like key=value (e.g. eps=0.1)")
-        try:
-            fraction = parse_fraction(raw)
-        except ZeroDivisionError:
-            raise UserError(f"attack parameter {pair!r} divides by zero: write a fraction as a/b "
-                            "with b > 0 (e.g. eps=8/255)") from None
-        params[key] = fraction if fraction is not None else yaml.safe_load(raw)
+        value = fraction_or_value(f"attack parameter {key}", raw)
+        params[key] = value if not isinstance(value, str) else yaml.safe_load(raw)
     return params
 
 

@@ -40,6 +40,23 @@ def parse_fraction(text: str) -> float | None:
     return numerator / denominator
 
 
+def zero_divisor(name: str, value: str) -> UserError:
+    """The one wording of a fraction a/0, for the key or parameter `name`."""
+    return UserError(f"{name}={value!r} divides by zero: write a fraction as a/b with b > 0 (e.g. 8/255)")
+
+
+def fraction_or_value(name: str, value: Any) -> Any:
+    """A string `a/b` as its float (a step size of 2/255, say); any other value unchanged. For
+    untyped parameters: recipe options, suite entries, attack parameters."""
+    if not isinstance(value, str):
+        return value
+    try:
+        fraction = parse_fraction(value)
+    except ZeroDivisionError:
+        raise zero_divisor(name, value) from None
+    return value if fraction is None else fraction
+
+
 def parse_float(text: str) -> float:
     """A number as Python reads it (`0.1`, `1e-3`) or a fraction `a/b`; ValueError otherwise."""
     try:
@@ -269,8 +286,7 @@ def _coerce_field(value: Any, tp: Any, key: str) -> Any:
     try:
         return _coerce(value, tp, key)
     except ZeroDivisionError:
-        raise UserError(f"{key}={value!r} divides by zero: write a fraction as a/b with b > 0 "
-                        "(e.g. 8/255)") from None
+        raise zero_divisor(key, value) from None
 
 
 def _parse_override(text: str) -> dict:

@@ -38,6 +38,9 @@ class Dataset:
     mean: tuple[float, ...]  # per channel, of the train images in [0, 1]
     std: tuple[float, ...]
     source: str  # directory read from, or "generated" / "scikit-learn"
+    # Data with no test part of its own (your folder or npz of one set): all of it, in file
+    # order, before train and test were split from it. Evaluating a model uses all of it.
+    whole: Split | None = None
 
     def __post_init__(self) -> None:
         if self.train.images.shape[1:] != self.test.images.shape[1:]:

@@ -11,6 +11,7 @@ Images are stored as every data set's are (uint8 [N, C, H, W]) and must be squar
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,8 @@ def _user_dataset(name: str, parts: dict[str, Split], class_names: tuple[str, ..
                         f"take square images: crop or pad them to one side; {fix}")
     train, test = _train_test(parts, test_fraction, seed, where)
     _same_shape(train, test, where, fix)
-    return make_dataset(name, train, test, class_names, str(where))
+    ds = make_dataset(name, train, test, class_names, str(where))
+    return dataclasses.replace(ds, whole=parts.get("all"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from robustlab.attention import NORMALIZATIONS
-from robustlab.config import parse_fraction
+from robustlab.config import fraction_or_value
 from robustlab.data import check_eps
 from robustlab.defenses.adversaries import (
     AttackAdversary,
@@ -375,18 +375,6 @@ def pdm(eps: float | None = None, same_prob: float = 0.5, siamese_weight: float 
     return _pdm("pdm", True, same_prob, siamese_weight, variance_weight)
 
 
-def _number_or_fraction(key: str, value: Any) -> Any:
-    """An option written `a/b` (a step size of 2/255, say) as its float; any other value as it is."""
-    if not isinstance(value, str):
-        return value
-    try:
-        fraction = parse_fraction(value)
-    except ZeroDivisionError:
-        raise UserError(f"defense.options.{key}={value!r} divides by zero: write a fraction as a/b with "
-                        "b > 0 (e.g. 2/255)") from None
-    return value if fraction is None else fraction
-
-
 def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: float = 0.0,
                     label_smoothing_mode: str = "all", forward: str | None = None,
                     terms: Mapping[str, Any] | None = None, **options: Any) -> Objective:
@@ -398,7 +386,7 @@ def build_objective(recipe: str, *, eps: float | None = None, label_smoothing: f
     check_params("recipe", recipe, factory, options, skip=("eps", "label_smoothing"))
     if eps is not None:
         check_eps(eps, "eps")
-    kwargs = {key: _number_or_fraction(key, value) for key, value in options.items()}
+    kwargs = {key: fraction_or_value(f"defense.options.{key}", value) for key, value in options.items()}
     if "label_smoothing" in _parameters(factory):
         kwargs["label_smoothing"] = label_smoothing
     elif label_smoothing:

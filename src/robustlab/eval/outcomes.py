@@ -35,12 +35,12 @@ def images_digest(x: Tensor, y: Tensor) -> str:
     return digest.hexdigest()
 
 
-def outcomes(x: Tensor, y: Tensor, clean: Tensor | None, robust: dict[str, Tensor],
+def outcomes(n: int, digest: str, clean: Tensor | None, robust: dict[str, Tensor],
              worst_case: list[str]) -> dict:
-    """The report's `outcomes`: the images' count and digest, the clean mask, each attack's mask
-    of images correct under it, and per image the first `worst_case` attack that broke it."""
-    n = len(y)
-    result = {"images": {"count": n, "digest": images_digest(x, y)},
+    """The report's `outcomes`: the images' count `n` and `digest` (`images_digest`), the clean mask,
+    each attack's mask of images correct under it, and per image the first `worst_case` attack
+    that broke it."""
+    result = {"images": {"count": n, "digest": digest},
               "clean": pack(clean) if clean is not None else None,
               "robust": {label: pack(mask) for label, mask in robust.items()}}
     if clean is not None and worst_case:

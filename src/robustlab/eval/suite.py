@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.attacks import ATTACKS, PGD
-from robustlab.config import read_yaml
+from robustlab.config import fraction_or_value, read_yaml
 from robustlab.errors import UserError
 
 SUITES_DIR = Path(__file__).with_name("suites")
@@ -153,8 +153,9 @@ def _entries(entry: Any, path: Path) -> list[SuiteAttack]:
         raise UserError(f"{path}: each attack entry is a mapping with at least 'attack', got {entry!r}")
     name = entry["attack"]
     ATTACKS.get(name)  # a clear error for an unknown attack
-    params = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
-    factors = entry.get("eps_factors", [entry.get("eps_factor", 1.0)])
+    params = {k: fraction_or_value(f"{path}: {k}", v) for k, v in entry.items() if k not in ENTRY_KEYS}
+    factors = [fraction_or_value(f"{path}: eps_factor", f)
+               for f in entry.get("eps_factors", [entry.get("eps_factor", 1.0)])]
     label = entry.get("label", name)
     out = []
     for factor in factors:
@@ -166,7 +167,8 @@ def _entries(entry: Any, path: Path) -> list[SuiteAttack]:
         one = SuiteAttack(
             label=label if len(factors) == 1 else f"{label} eps x{factor:g}",
             attack=name, params=params, eps_factor=float(factor),
-            step_factor=entry.get("step_factor"), source=entry.get("source"),
+            step_factor=fraction_or_value(f"{path}: step_factor", entry.get("step_factor")),
+            source=entry.get("source"),
             worst_case=bool(entry.get("worst_case", factor == 1)),
         )
         one.build(0.1)  # check the parameters now, not an hour into the evaluation

@@ -24,6 +24,7 @@ from robustlab.attacks import ATTACKS, transfer
 from robustlab.eval import masking
 from robustlab.eval.accuracy import accuracy
 from robustlab.eval.attack_run import attack_batches
+from robustlab.eval.outcomes import images_digest
 from robustlab.eval.outcomes import outcomes as image_outcomes
 from robustlab.eval.suite import Suite, SuiteAttack
 from robustlab.io import atomic_torch_save, plain_torch_load
@@ -109,7 +110,10 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
     shard = shard or Shard()
     n = len(y)
     model = model.to(device).eval()
-    state = State(state_path, f"{suite.fingerprint()}:{n}:{eps}:{state_key}", writer=shard.rank == 0)
+    # The images' digest too: the same model on other images (another data set, another order)
+    # must not reuse an attack's outcomes.
+    digest = images_digest(x, y)
+    state = State(state_path, f"{suite.fingerprint()}:{n}:{eps}:{digest}:{state_key}", writer=shard.rank == 0)
     mine_x, mine_y = x[shard.rank::shard.world_size], y[shard.rank::shard.world_size]
 
     def evaluate(name: str, make_attack: Callable[[], object]) -> dict:
@@ -152,7 +156,7 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         examples = _examples(model, x, y, suite, {e.label: e for e in suite.attacks}, make, device)
     outcomes = {c["label"]: state.get(c["label"]) for c in columns}
     worst = _worst_case(columns, outcomes, clean, n)
-    per_image = image_outcomes(x, y, clean, {label: o["robust"] for label, o in outcomes.items()},
+    per_image = image_outcomes(n, digest, clean, {label: o["robust"] for label, o in outcomes.items()},
                                worst["attacks"] if clean is not None else [])
     checks = _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_classes,
                              evaluate, device)
@@ -182,9 +186,19 @@ def _curves(suite: Suite, eps: float, evaluate: Callable) -> dict:
             "pgd", eps=eps, steps=int(s), step_size=0.25 * eps))) for s in steps}
     factors = suite.curves.get("eps_factors") or []
     if factors:
-        curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(f"curve eps x{f:g}", lambda f=f: ATTACKS.build(
-            "pgd", eps=f * eps, steps=20))) for f in factors}
+        def pgd20(f: float):
+            return lambda: ATTACKS.build("pgd", eps=f * eps, steps=20)
+
+        curves["eps"] = {f"{f * eps:.6g}": _accuracy(evaluate(_same_column(suite, f) or f"curve eps x{f:g}",
+                                                              pgd20(f))) for f in factors}
     return curves
+
+
+def _same_column(suite: Suite, factor: float) -> str | None:
+    """The label of a suite entry that is the eps curve's PGD-20 at `factor` (its outcome is
+    reused, not computed twice), or None."""
+    return next((e.label for e in suite.attacks if e.attack == "pgd" and e.params == {"steps": 20}
+                 and e.eps_factor == factor and e.step_factor is None and e.source is None), None)
 
 
 def _examples(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, entries: dict, make,

@@ -136,8 +136,10 @@ def _dataset_images(data: str | Path, limit: int | None, data_dir: str | Path | 
     else:
         raise UserError(f"data {name!r} is neither a registered data set ({', '.join(DATASETS.names())}) "
                         "nor an existing folder of class folders or .npz file")
-    n = min(len(ds.test), limit or len(ds.test))
-    return Images(ds.test.images[:n].float().div(255), ds.test.labels[:n], ds.name)
+    # data of one set (no test part of its own) is all test data to a model trained elsewhere
+    split = ds.whole if ds.whole is not None else ds.test
+    n = min(len(split), limit or len(split))
+    return Images(split.images[:n].float().div(255), split.labels[:n], ds.name)
 
 
 def _loader_images(batches: Iterable, limit: int | None) -> Images:

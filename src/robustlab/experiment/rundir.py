@@ -115,12 +115,23 @@ class RunDir:
         only config.yaml is a start that failed before its first step."""
         return self.metrics.is_file() or (self.checkpoints.is_dir() and any(self.checkpoints.iterdir()))
 
+    def _foreign_files(self) -> list[str]:
+        """What a directory that never trained holds besides a failed start's config.yaml."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.name != "config.yaml")
+
     def check(self, cfg: Config, *, resume: bool, force: bool, dist: DistInfo) -> None:
         """Refuse to overwrite a run by accident (`--force` replaces it, `--resume` continues it);
         writes nothing, so a refused or failed start leaves the directory as it was."""
         # Every rank checks before any rank writes, so all see the same state and fail alike.
         barrier(dist)
         if not self.started:
+            others = self._foreign_files()
+            if others and not force:
+                shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                raise UserError(f"{self.root} holds files that are not a robustlab run ({shown}); "
+                                "use name=OTHER, or --force to replace it")
             return
         if resume and self.config.is_file():
             # Fill the saved file's defaults first: a key added to Config since the run started is
@@ -144,7 +155,7 @@ class RunDir:
         step is replaced without asking (its only file is the config of a failed start)."""
         barrier(dist)
         if dist.is_main:
-            if self.started and force and not resume:
+            if force and not resume and self.root.is_dir() and any(self.root.iterdir()):
                 shutil.rmtree(self.root)
             self.root.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.config)

@@ -40,6 +40,7 @@ from robustlab.train import (
     resolve_device,
 )
 from robustlab.train.fit import say
+from robustlab.train.metrics import tensorboard_writer
 
 
 def train(cfg: Config, *, resume: bool = False, force: bool = False,
@@ -50,6 +51,8 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     init_distributed(dist, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if cfg.train.tensorboard:
+        tensorboard_writer()  # a missing package fails before anything is trained or written
     run_dir = RunDir(cfg.run_dir)
     run_dir.check(cfg, resume=resume, force=force, dist=dist)
     ds = load_data(cfg)

@@ -39,13 +39,18 @@ class MetricsLog:
             self.board.close()
 
 
-def _summary_writer(folder: Path):
+def tensorboard_writer():
+    """TensorBoard's SummaryWriter class, or a UserError naming the package to install."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError("train.tensorboard needs the tensorboard package: pip install tensorboard "
                         "(or robustlab[tensorboard]); or set train.tensorboard=false") from None
-    return SummaryWriter(log_dir=str(folder))
+    return SummaryWriter
+
+
+def _summary_writer(folder: Path):
+    return tensorboard_writer()(log_dir=str(folder))
 
 
 def add_batch(sums: dict[str, Tensor], terms: dict[str, Tensor], counts: dict[str, Tensor], n: int,
