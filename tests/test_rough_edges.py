@@ -17,7 +17,6 @@ from torch import nn
 from robustlab.attacks import ATTACKS
 from robustlab.config import load_config
 from robustlab.experiment import train
-from robustlab.io import atomic_torch_save, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.name=synthetic", "data.options={train_size: 128, test_size: 64}", "model.name=lenet",
@@ -60,14 +59,12 @@ def test_a_run_that_never_trained_a_step_is_replaced_without_asking(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr  # a trained run is kept
 
 
-@pytest.mark.parametrize("write", [lambda p: atomic_write_text(p, "x"), lambda p: atomic_torch_save({}, p)])
+@pytest.mark.parametrize("write", ["atomic_write_text(path, 'x')", "atomic_torch_save({}, path)"])
 def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, write):
-    old = os.umask(0o022)
-    try:
-        write(tmp_path / "file")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "file").stat().st_mode) == 0o644
+    path = tmp_path / "file"
+    code = f"from robustlab.io import atomic_torch_save, atomic_write_text; path = {str(path)!r}; {write}"
+    subprocess.run(["bash", "-c", f"umask 027 && {sys.executable} -c \"{code}\""], check=True, env=ENV)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0666 less the umask 027
 
 
 class Softmaxed(nn.Module):
@@ -189,7 +186,8 @@ def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("my own file")
     refused = robustlab("train", *TINY, f"out_dir={tmp_path}", "name=mine", "train.monitor_images=0")
-    assert refused.returncode == 2 and "holds files that are not a robustlab run (notes.txt)" in refused.stderr
+    assert refused.returncode == 2
+    assert "holds files that are not a robustlab run (notes.txt)" in refused.stderr
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 

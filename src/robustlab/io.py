@@ -24,17 +24,22 @@ import torch
 from robustlab.errors import UserError
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it: put it straight back
     os.umask(mask)
     return mask
+
+
+# Read once, at import: setting it to 0 for a moment during training could give a file that
+# another thread creates then (TensorBoard's writer) mode 0666.
+_UMASK = _read_umask()
 
 
 def _temporary_beside(path: Path) -> tuple[int, str]:
     """A temporary file in `path`'s directory (created if missing), with the umask's mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~_UMASK)
     return fd, tmp
 
 

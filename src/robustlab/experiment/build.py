@@ -122,7 +122,7 @@ class Loaded:
     def unfinished_note(self) -> str | None:
         """One line when the checkpoint is not the end of training, else None."""
         t = self.trained
-        if t["finished"]:
+        if t["finished"] or self.checkpoint.stem in ("best", "best_robust"):  # chosen on purpose
             return None
         where = f"epoch {t['epoch']} of {t['epochs']}" + (f" and {t['batch']} batches" if t["batch"] else "")
         fix = (f"; finish it with robustlab train --resume name={self.cfg.name} out_dir={self.cfg.out_dir}"

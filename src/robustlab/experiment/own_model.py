@@ -79,6 +79,8 @@ def evaluate_external(spec: str | None, weights: str | Path | None, data: str | 
     model `models.load_model` builds, evaluated by `evaluate_model`; the report goes to `out`
     (default reports/NAME, NAME the model's class name unless given)."""
     model = load_model(spec, weights)
+    if weights is None:
+        options.get("log", say)(f"warning: no --weights: {spec}'s freshly initialised weights are evaluated")
     name = name or model_name(model)
     return evaluate_model(model, data, out=out or Path("reports") / name, name=name, **options)
 
@@ -165,6 +167,9 @@ def _checked(x: Tensor, y: Tensor, what: str) -> Images:
     if not x.is_floating_point() or x.dim() != 4 or len(x) == 0:
         raise UserError(f"images must be a non-empty float tensor [N, C, H, W] in [0, 1], got "
                         f"{x.dtype} {list(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise UserError(f"images hold {int((~torch.isfinite(x)).sum())} NaN or infinite values; "
+                        "give finite values in [0, 1]")
     lo, hi = x.min().item(), x.max().item()
     if lo < 0 or hi > 1:
         raise UserError(f"images must be in [0, 1] (put any normalization inside the model); "
@@ -195,9 +200,9 @@ def _num_classes(target: nn.Module, images: Images, dev: torch.device) -> int:
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise UserError(f"the model must return logits [B, K]; it returned "
                         f"{type(logits).__name__} {list(getattr(logits, 'shape', []))}")
-    top = int(images.y.max())
-    if top >= logits.shape[1] or int(images.y.min()) < 0:
-        raise UserError(f"label {top} is outside the model's {logits.shape[1]} outputs")
+    for label in (int(images.y.min()), int(images.y.max())):
+        if not 0 <= label < logits.shape[1]:
+            raise UserError(f"label {label} is outside the model's {logits.shape[1]} outputs")
     return logits.shape[1]
 
 
