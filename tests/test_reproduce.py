@@ -11,7 +11,7 @@ from robustlab.cli import main
 from robustlab.config import load_config
 from robustlab.errors import UserError
 from robustlab.reproduce import BUDGETS, RECIPES, Budget, recipe_config, reproduce
-from robustlab.reproduce.claims import CLAIMS, Claim, standard_error, verdict
+from robustlab.reproduce.claims import CLAIMS, Claim, standard_error
 from robustlab.reproduce.pages import Results, claim_rows, claims_section, paper_section
 from robustlab.reproduce.papers import TABLES, PaperTable
 from robustlab.train import Callback, Diverged, Interrupted
@@ -178,15 +178,36 @@ def test_other_training_errors_are_not_taken_for_divergence(tmp_path, monkeypatc
         reproduce(TINY, only="atat", dataset="synthetic", out=str(tmp_path), results=None, log=quiet)
 
 
-def test_standard_error_and_verdicts_by_hand():
+def test_standard_error_by_hand():
     assert standard_error(50, 100) == pytest.approx(5.0)  # sqrt(0.25 / 100) = 0.05
     assert standard_error(90, 10_000) == pytest.approx(0.3)
-    # two estimates with se 3 and 4: noise = 2 * 5 = 10 points
-    assert verdict(81, 70, 3, 4) == "holds"
-    assert verdict(70, 81, 3, 4) == "reversed"
-    assert verdict(79, 70, 3, 4) == "not resolved (gap within +-10.0)"
-    assert verdict(69, 70, 3, 4, at_least=True) == "holds (gap within +-10.0)"
-    assert verdict(0.51, 0.50, None, None) == "holds"  # AUCs: the sign decides
+
+
+def test_verdicts_are_tests_holm_adjusted_over_the_page():
+    from scipy.stats import binomtest
+
+    from robustlab.eval.stats import Paired
+    from robustlab.reproduce.verdicts import Comparison, decide
+
+    # 1000 images: the higher model gets 60 images only it gets right, the lower 20: exact McNemar
+    # p = binomtest(60, 80).pvalue; with 3 tests on the page, Holm multiplies the smallest by 3
+    strong = Comparison(70.0, 66.0, paired=Paired(both=640, gained=60, lost=20, neither=280))
+    p = binomtest(60, 80).pvalue
+    weak = Comparison(66.5, 66.0, paired=Paired(both=650, gained=15, lost=10, neither=325))
+    unpaired = Comparison(60.0, 85.0, images=(50, 50))  # z = -25 / 8.57 = -2.92, p 0.0035
+    texts = decide([strong, weak, unpaired, None])
+    assert texts[0] == f"holds (p {3 * p:.2g} after Holm)"
+    assert texts[1].startswith("not resolved (p ") and "this budget detects" in texts[1]
+    # the weak comparison's detectable difference: (1.96 + 0.84) * sqrt(25 / 1000 / 1000)
+    assert f"detects {100 * 2.801585 * (25 / 1000) ** 0.5 / 1000 ** 0.5:.1f} points" in texts[1]
+    assert texts[2] == "reversed (p 0.0071 after Holm)"  # the second smallest p, times 2
+    assert texts[3] == "not measured"
+    # "at least as good": a non-inferiority test with a 2-point margin
+    assert decide([Comparison(84.5, 85.0, at_least=True, images=(10_000, 10_000))])[0].startswith(
+        "holds (non-inferior within 2 points)")
+    assert decide([Comparison(80.0, 85.0, at_least=True, images=(10_000, 10_000))])[0].startswith("reversed")
+    assert decide([Comparison(0.51, 0.50)])[0] == \
+        "not resolved (no per-image outcomes to test: sign only, paper's way)"  # an AUC
 
 
 def _fake_results(tmp_path) -> Results:
@@ -207,12 +228,13 @@ def _fake_results(tmp_path) -> Results:
 def test_claims_are_checked_against_the_measured_numbers(tmp_path):
     results = _fake_results(tmp_path)
     claim = Claim("AGKD-BML", "Table 1", "more robust", "agkd_bml", "madry", ("PGD-20", "AutoAttack"))
-    rows = claim_rows(results, claim)
-    # 60 vs 80 on 50 images: se 6.9 and 5.7, noise 17.9 -> reversed; AutoAttack 40 vs 76 likewise
-    assert [r[5] for r in rows] == ["reversed", "reversed"]
+    rows, comparisons = claim_rows(results, claim)
+    # 60 vs 80 and 40 vs 76 on 50 images each: no per-image outcomes, so two binomial estimates
+    assert [(c.high, c.low, c.paired, c.images) for c in comparisons] == [
+        (60.0, 80.0, None, (50, 50)), (40.0, 76.0, None, (50, 50))]
     assert rows[0][3:5] == ["agkd_bml 60.0", "madry 80.0"]
     missing = claim_rows(results, Claim("ATAT", "Table 1", "x", "atat", "madry", ("PGD-20",)))
-    assert missing[0][5] == "not measured"
+    assert missing[1] == [None]
     page = claims_section(results).text
     assert "AGKD-BML-7 is more robust" not in page  # agkd_bml_7 was not run: nothing reported for it
     assert "Reversed here: AGKD-BML is more robust than PGD adversarial training (PGD-20)" in page

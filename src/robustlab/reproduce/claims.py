@@ -1,11 +1,9 @@
 """The five papers' claimed gains as comparisons a reproduction can check.
 
 Each comparison says which (recipe, column) the paper finds higher. A reproduction measures both
-cells and calls the claim *holds*, *reversed*, or *not resolved* when the gap is within two
-standard errors of the two estimates (binomial, from the number of images each was measured on).
-Columns are the report's labels (`papers` suite), "clean", or a detection number ("gray AUC": the
-mean gray-box AUC, "white_d": the white-box distortion). The standard errors treat the two
-estimates as independent, which is conservative for two models on the same images.
+cells and `verdicts.decide` tests them: *holds*, *reversed*, or *not resolved* (with the
+difference the budget could detect). Columns are the report's labels (`papers` suite), "clean",
+or a detection number ("gray AUC": the mean gray-box AUC, "white_d": the white-box distortion).
 """
 
 from __future__ import annotations
@@ -79,17 +77,3 @@ def standard_error(value: float, images: int | None) -> float | None:
         return None
     p = min(max(value / 100, 0.0), 1.0)
     return 100 * math.sqrt(p * (1 - p) / images)
-
-
-def verdict(high: float, low: float, se_high: float | None, se_low: float | None,
-            at_least: bool = False) -> str:
-    """holds / reversed, or not resolved when |gap| <= 2 combined standard errors (which holds
-    for an "at least as good" claim). Without standard errors (AUC, distortion) the sign decides."""
-    noise = 2 * math.hypot(se_high or 0.0, se_low or 0.0)
-    if high - low > noise:
-        return "holds"
-    if low - high > noise:
-        return "reversed"
-    if at_least:
-        return f"holds (gap within +-{noise:.1f})"
-    return f"not resolved (gap within +-{noise:.1f})"

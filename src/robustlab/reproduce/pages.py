@@ -13,11 +13,14 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from robustlab.eval.outcomes import unpack
+from robustlab.eval.stats import Paired
 from robustlab.report.fmt import num
 from robustlab.report.sections import Section, write_sections_page
-from robustlab.reproduce.claims import CLAIMS, Claim, standard_error, verdict
+from robustlab.reproduce.claims import CLAIMS, Claim, standard_error
 from robustlab.reproduce.papers import PaperTable, tables_for
 from robustlab.reproduce.plan import DETECTED, RECIPES, detect_flags
+from robustlab.reproduce.verdicts import ALPHA, MARGIN, Comparison, decide
 
 DAGGER = "†"
 OVERVIEW = ("FGSM", "PGD-20", "PGD-100", "CW-100", "A3-PGD-20", "AutoAttack")
@@ -66,6 +69,30 @@ class Results:
             return None
         evaluated = self.status["recipes"][recipe]["eval"]
         return evaluated["clean_images"] if column == "clean" else evaluated["images"]
+
+    def outcome(self, recipe: str, column: str):
+        """(images digest, the per-image mask of `column`) from the report's outcomes, or None
+        (a schema-1 report, or a column without one)."""
+        outcomes = self.reports.get(recipe, {}).get("outcomes")
+        if outcomes is None:
+            return None
+        packed = outcomes["clean"] if column == "clean" else outcomes["robust"].get(column)
+        if packed is None:
+            return None
+        images = outcomes["images"]
+        return images["digest"], unpack(packed, images["count"])
+
+    def comparison(self, high: tuple[str, str], low: tuple[str, str], at_least: bool) -> Comparison | None:
+        """The test of (recipe, column) `high` against `low`: paired on the same images when both
+        reports have their per-image outcomes, else two independent binomial estimates."""
+        values = [self.value(*cell) for cell in (high, low)]
+        if None in values:
+            return None
+        a, b = self.outcome(*high), self.outcome(*low)
+        if a is not None and b is not None and a[0] == b[0]:
+            return Comparison(*values, at_least=at_least, paired=Paired.of(b[1], a[1]))
+        counts = [self.images(*cell) for cell in (high, low)]
+        return Comparison(*values, at_least=at_least, images=None if None in counts else tuple(counts))
 
     def missing(self, recipe: str) -> str:
         """Why a recipe has no numbers: diverged, or not run."""
@@ -167,9 +194,10 @@ def _gap(results: Results, recipe: str) -> float | None:
     return None if aa is None or pgd is None else aa - pgd
 
 
-def claim_rows(results: Results, claim: Claim) -> list[list[str]]:
-    """One row per measured column: source, claim, column, the two cells, the verdict."""
-    rows = []
+def claim_rows(results: Results, claim: Claim) -> tuple[list[list[str]], list[Comparison | None]]:
+    """One row per measured column (source, claim, column, the two cells; the verdict is filled in
+    by `claims_section`, which tests every comparison on the page together) and its comparison."""
+    rows, comparisons = [], []
     text = claim.text + (f" ({claim.stands_in})" if claim.stands_in else "")
     for column in claim.columns:
         low_column = claim.lower_column or column
@@ -177,17 +205,12 @@ def claim_rows(results: Results, claim: Claim) -> list[list[str]]:
         left = f"{claim.higher} {column}" if claim.lower_column else claim.higher
         right = f"{claim.lower} {low_column}" if claim.lower_column else claim.lower
         measured_by = column + (" (not in the paper)" if column in claim.extension else "")
-        if high is None or low is None:
-            rows.append([f"{claim.paper} {claim.source}", text, measured_by, f"{left} -", f"{right} -",
-                         "not measured"])
-            continue
-        se_high = standard_error(high, results.images(claim.higher, column))
-        se_low = standard_error(low, results.images(claim.lower, low_column))
+        comparisons.append(results.comparison((claim.higher, column), (claim.lower, low_column),
+                                              claim.at_least))
         rows.append([f"{claim.paper} {claim.source}", text, measured_by,
-                     f"{left} {_fmt(high, _is_accuracy(column))}",
-                     f"{right} {_fmt(low, _is_accuracy(low_column))}",
-                     verdict(high, low, se_high, se_low, claim.at_least)])
-    return rows
+                     f"{left} {'-' if high is None else _fmt(high, _is_accuracy(column))}",
+                     f"{right} {'-' if low is None else _fmt(low, _is_accuracy(low_column))}", ""])
+    return rows, comparisons
 
 
 def _goes_paper_way(row: list[str]) -> bool:
@@ -202,17 +225,23 @@ def _kind(verdict_text: str) -> str:
 
 
 def claims_section(results: Results) -> Section:
-    per_claim = [(claim, claim_rows(results, claim)) for claim in CLAIMS]
-    rows = [row for _, claim_rows_ in per_claim for row in claim_rows_]
+    built = [(claim, *claim_rows(results, claim)) for claim in CLAIMS]
+    rows = [row for _, claim_rows_, _ in built for row in claim_rows_]
+    for row, text in zip(rows, decide([c for _, _, comparisons in built for c in comparisons])):
+        row[5] = text
+    per_claim = [(claim, claim_rows_) for claim, claim_rows_, _ in built]
     measured = [r for r in rows if _kind(r[5]) != "not measured"]
     count = {k: sum(_kind(r[5]) == k for r in measured) for k in ("holds", "reversed", "not resolved")}
     text = (f"Each paper's claimed gain, measured here: of {len(measured)} comparisons with both numbers, "
             f"{count['holds']} hold, {count['reversed']} are reversed and {count['not resolved']} are within "
-            f"the noise ({len(rows) - len(measured)} not measured). Accuracy gaps count only beyond two "
-            "binomial standard errors of the images used (treating the two as independent, which is "
-            "conservative); AUC and distortion have no error bar here and rest on the successful examples "
-            "counted in the detection table. AutoAttack columns marked \"not in the paper\" are robustlab's "
-            "check of a claim the paper makes under PGD.")
+            f"the noise ({len(rows) - len(measured)} not measured). Each accuracy comparison is a test: "
+            "paired on the same images when both reports keep per-image outcomes (the exact McNemar test; "
+            f"an \"at least as good\" claim is a one-sided non-inferiority test with a {MARGIN:g}-point "
+            "margin), else a z-test of two independent binomial estimates; the p-values are adjusted by "
+            f"Holm over every comparison on this page, and a claim is decided at alpha {ALPHA:g}. A "
+            "comparison not resolved says the difference this budget detects at 80% power. AUC and "
+            "distortion have no per-image outcomes yet and are not tested. AutoAttack columns marked \"not "
+            "in the paper\" are robustlab's check of a claim the paper makes under PGD.")
     paper_way = sum(_goes_paper_way(r) for r in measured)
     text += (f" In point estimates alone, {paper_way} of {len(measured)} comparisons go the paper's way.")
     failed = [f"{claim.text} ({', '.join(r[2] for r in claim_rows_ if _kind(r[5]) == 'reversed')})"

@@ -1,0 +1,99 @@
+"""Verdicts on the papers' claims: a test per comparison, Holm over the page, and for every
+undecided one the smallest difference this budget could have detected.
+
+A comparison is two cells (recipe, column). When both reports hold per-image outcomes for the
+same images, the test is paired (eval/stats.py): the exact McNemar test for a ">" claim, and for
+an "at least as good" claim a one-sided non-inferiority test with a margin of MARGIN points (a
+Wald test of the paired difference, the discordant images giving its standard error). Otherwise
+(older reports, or images that differ) the two accuracies are treated as independent binomial
+estimates (a z-test), which is conservative for images that are in fact shared. AUC and the
+white-box distortion have no per-image outcomes yet, so they are not tested.
+
+Every tested comparison's two-sided p-value is adjusted by Holm over all the comparisons on the
+page; a claim holds (or is reversed) when its adjusted p is below ALPHA with the difference on
+the paper's side (or the other).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy.stats import binomtest, norm
+
+from robustlab.eval.stats import Paired, detectable_difference, holm
+
+ALPHA = 0.05
+POWER = 0.8
+MARGIN = 2.0  # points: how much worse an "at least as good" claim may be
+
+
+@dataclass
+class Comparison:
+    """higher - lower (percent), tested as the claim says."""
+
+    high: float
+    low: float
+    at_least: bool = False
+    paired: Paired | None = None          # per-image outcomes on the same images
+    images: tuple[int, int] | None = None  # the two image counts, when not paired (None: no error bar)
+
+    @property
+    def difference(self) -> float:
+        return self.high - self.low
+
+    @property
+    def testable(self) -> bool:
+        return self.paired is not None or self.images is not None
+
+    def _se(self) -> float:
+        """Standard error of the difference in points."""
+        if self.paired is not None:
+            t = self.paired
+            d = t.difference
+            return 100 * max(math.sqrt(max((t.gained + t.lost) / t.n ** 2 - d * d / t.n, 0.0)), 1 / t.n)
+        se = [math.sqrt(max(v / 100 * (1 - v / 100), 0.0) / n)
+              for v, n in zip((self.high, self.low), self.images)]
+        return 100 * max(math.hypot(*se), 1 / max(self.images))
+
+    def p_value(self) -> float:
+        """Two-sided p of the claim's test (the side is read off the difference's sign)."""
+        if self.at_least:
+            z = (self.difference + MARGIN) / self._se()  # H0: higher is worse by the margin or more
+            return min(1.0, 2 * norm.sf(abs(z)))
+        if self.paired is not None:
+            t = self.paired
+            return float(binomtest(t.gained, t.gained + t.lost, 0.5).pvalue) if t.gained + t.lost else 1.0
+        return min(1.0, 2 * norm.sf(abs(self.difference) / self._se()))
+
+    def paper_side(self) -> bool:
+        """The difference lies on the paper's side of the tested boundary."""
+        return self.difference + (MARGIN if self.at_least else 0.0) > 0
+
+    def detectable(self) -> float:
+        """The difference (points) a two-sided test at ALPHA finds with POWER at this budget."""
+        if self.paired is not None:
+            t = self.paired
+            return 100 * detectable_difference(t.n, (t.gained + t.lost) / t.n, ALPHA, POWER)
+        return (norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER)) * self._se()
+
+
+def decide(comparisons: list[Comparison | None]) -> list[str]:
+    """The verdict text of each comparison (None: not measured), Holm-adjusted over the tested."""
+    tested = [i for i, c in enumerate(comparisons) if c is not None and c.testable]
+    adjusted = dict(zip(tested, holm([comparisons[i].p_value() for i in tested])))
+    out = []
+    for i, c in enumerate(comparisons):
+        if c is None:
+            out.append("not measured")
+        elif i not in adjusted:
+            out.append("not resolved (no per-image outcomes to test: sign only, "
+                       + ("paper's way)" if c.difference > 0 else "not the paper's way)"))
+        elif adjusted[i] < ALPHA:
+            side = "holds" if c.paper_side() else "reversed"
+            how = f" (non-inferior within {MARGIN:g} points)" if c.at_least and side == "holds" else ""
+            out.append(f"{side}{how} (p {adjusted[i]:.2g} after Holm)")
+        else:
+            out.append(f"not resolved (p {adjusted[i]:.2g} after Holm; this budget detects "
+                       f"{c.detectable():.1f} points at {POWER:.0%} power)")
+    return out
