@@ -326,3 +326,9 @@ def test_compare_pairs_reports_on_the_same_images_and_refuses_other_images(runs,
     (tmp_path / "old.json").write_text(json.dumps(old))
     assert main(["compare", str(tmp_path / "old.json"), str(b / "report.json"), "--out", str(tmp_path)]) == 0
     assert "has no per-image outcomes" in capsys.readouterr().out
+
+
+def test_the_papers_suite_keeps_its_fingerprint():
+    # Finished reproductions are keyed by it: a change re-runs every evaluation. Change it only with
+    # the suite's content (a new key with an empty default must not change it).
+    assert load_suite("papers").fingerprint() == "96eb27d757cf5ea1"

@@ -78,7 +78,10 @@ class Suite:
 
     def fingerprint(self) -> str:
         """Identifies the suite's content, so a resumed evaluation never mixes two suites."""
-        data = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        content = asdict(self)
+        if not content["examples"]:  # a key added later: suites without it keep their fingerprint
+            del content["examples"]
+        data = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(data).hexdigest()[:16]
 
 
