@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.errors import UserError
+from robustlab.models.adapter import submodule
 
 NORMALIZATIONS = ("none", "max", "minmax", "sum", "l2")
 
@@ -27,15 +28,6 @@ def channel_mean(features: Tensor) -> Tensor:
     if features.dim() != 4:
         raise UserError(f"attention maps need a feature map [B, C, h, w], got shape {tuple(features.shape)}")
     return features.mean(1)
-
-
-def _module(model: nn.Module, layer: str) -> nn.Module:
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        names = [n for n in modules if n][:30]
-        raise UserError(f"layer {layer!r} is not a module of {type(model).__name__}; "
-                        f"some of its modules: {', '.join(names)}")
-    return modules[layer]
 
 
 @contextlib.contextmanager
@@ -57,7 +49,7 @@ def captured(model: nn.Module, layer: str, *, differentiable: bool) -> Iterator[
         box["output"] = output
         return output
 
-    handle = _module(model, layer).register_forward_hook(hook)
+    handle = submodule(model, layer).register_forward_hook(hook)
     try:
         yield box
     finally:
