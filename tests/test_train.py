@@ -188,3 +188,29 @@ def test_tensorboard_without_the_package_is_a_one_line_error(tmp_path, monkeypat
                              "train.tensorboard=true", f"out_dir={tmp_path}", "name=tb"])
     with pytest.raises(UserError, match="train.tensorboard needs the tensorboard package: pip install"):
         train(cfg, log=lambda _: None)
+
+
+def test_compile_without_a_compiler_says_why_and_trains_eager(tmp_path, monkeypatch):
+    import robustlab.train.device as device
+
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)
+    lines = []
+    cfg = load_config(None, ["data.name=synthetic", "data.options={train_size: 64, test_size: 32}",
+                             "model.name=lenet", "data.batch_size=32", "train.epochs=1", "train.compile=true",
+                             "train.monitor_images=0", f"out_dir={tmp_path}", "name=c"])
+    run = train(cfg, log=lines.append)
+    assert "compile: inductor needs a C++ compiler for the CPU (apt-get install g++, or set CXX); " \
+           "running eager" in lines
+    assert run.epoch == 1 and getattr(run.model, "_compiled_call_impl", None) is None  # eager
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    """torch.compile (inductor, CPU) gives the same training, up to float reassociation."""
+    base = ["data.name=synthetic", "data.options={train_size: 128, test_size: 32}", "model.name=lenet",
+            "data.batch_size=32", "train.epochs=1", "train.monitor_images=0", f"out_dir={tmp_path}"]
+    eager = train(load_config(None, [*base, "name=e"]), log=lambda _: None)
+    compiled = train(load_config(None, [*base, "name=c", "train.compile=true"]), log=lambda _: None)
+    assert getattr(compiled.model, "_compiled_call_impl", None) is not None
+    for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4), name

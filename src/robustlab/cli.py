@@ -71,7 +71,8 @@ def _eval(args: argparse.Namespace) -> int:
     elif args.suite:
         report = evaluate_suite(args.run, args.suite, which=args.checkpoint, limit=args.limit,
                                 eps=args.eps, data_dir=args.data_dir, device=args.device,
-                                batch_size=args.batch_size, source=args.source, out=args.out, log=log)
+                                batch_size=args.batch_size, source=args.source, out=args.out,
+                                compile=args.compile, log=log)
     if args.suite:
         if "files" in report:  # rank 0
             if args.json:
@@ -288,6 +289,8 @@ def _add_eval(sub) -> None:
                                     "trained model on the same data, trained once and cached; your "
                                     "own model's transfer attacks are skipped without it)")
     p.add_argument("--out", help="report directory (default: RUN/report; your own model: reports/NAME)")
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile (inductor; "
+                   "the first batch of each shape compiles; benchmarks/results.md says where it pays)")
     own = p.add_argument_group("your own model, instead of RUN (default suite: papers)")
     own.add_argument("--model", metavar="MODULE:FACTORY",
                      help="package.module:factory, a callable returning the nn.Module (or the class), "

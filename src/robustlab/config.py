@@ -137,6 +137,8 @@ class TrainConfig:
     monitor_steps: int = 10
     # metrics.jsonl's numbers also as TensorBoard scalars in <run>/tensorboard (needs tensorboard)
     tensorboard: bool = False
+    # torch.compile the model (inductor; benchmarks/results.md says where it pays); off: eager
+    compile: bool = False
 
 
 @dataclass

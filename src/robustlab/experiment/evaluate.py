@@ -17,6 +17,7 @@ from robustlab.experiment.build import load_data, load_run
 from robustlab.experiment.rundir import RunDir, suite_state
 from robustlab.experiment.training import standard_source
 from robustlab.train import dist_from_env, init_distributed, resolve_device
+from robustlab.train.device import compile_model
 from robustlab.train.fit import say
 
 
@@ -41,8 +42,9 @@ def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | Non
 def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", limit: int | None = None,
                    eps: float | None = None, data_dir: str | None = None, device: str = "auto",
                    batch_size: int | None = None, source: str | None = None, out: str | None = None,
-                   log: Callable[[str], None] = say) -> dict:
-    """Run an evaluation suite on a saved model and write its report (rank 0 under torchrun)."""
+                   compile: bool = False, log: Callable[[str], None] = say) -> dict:
+    """Run an evaluation suite on a saved model and write its report (rank 0 under torchrun);
+    `compile` runs the model through torch.compile (train/device.compile_model)."""
     from robustlab.eval.suite import load_suite
     from robustlab.eval.suite_run import Shard, run_suite
     from robustlab.report import write_report
@@ -74,6 +76,8 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
                                                              else ""))
         if loaded.unfinished_note():
             log(loaded.unfinished_note())
+    if compile:
+        compile_model(loaded.model.to(dev), dev, log)
     body = run_suite(loaded.model, x, y, suite, eps=eps, num_classes=ds.num_classes, device=dev,
                      batch_size=batch_size or cfg.data.eval_batch_size, sources=sources,
                      state_path=suite_state(out_dir), shard=Shard(dist.rank, dist.world_size),

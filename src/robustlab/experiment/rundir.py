@@ -24,7 +24,7 @@ from robustlab.train import DistInfo, RunFiles
 from robustlab.train.distributed import barrier
 
 # What a resumed run may change: more epochs, the data's new place, logging.
-RESUMABLE_CHANGES = {"train.epochs", "data.data_dir", "train.tensorboard"}
+RESUMABLE_CHANGES = {"train.epochs", "data.data_dir", "train.tensorboard", "train.compile"}
 PROXY_RUN = "proxy"  # the black-box proxy of `robustlab detect`: a run inside detect/
 CHECKPOINT_HINT = {"best_robust": "best_robust.pt is kept only while the robust monitor runs "
                                   "(train.monitor_images > 0)"}

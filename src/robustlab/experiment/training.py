@@ -130,7 +130,7 @@ def stage_config(cfg: Config, role: str, seed_offset: int, recipe: str = "standa
     key = stage.to_dict()
     # Where and how it runs and logs does not make another stage.
     for section, field in [("data", "data_dir"), ("train", "device"), ("train", "threads"),
-                           ("train", "tensorboard")]:
+                           ("train", "tensorboard"), ("train", "compile")]:
         key[section].pop(field, None)
     key.pop("name"), key.pop("out_dir")
     # Keys added later, at their defaults, are left out: stages named before keep their names.

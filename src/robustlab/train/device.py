@@ -1,12 +1,15 @@
-"""Device choice (`auto` picks CUDA, then Apple MPS, then CPU) and deterministic kernels."""
+"""Device choice (`auto` picks CUDA, then Apple MPS, then CPU), deterministic kernels and the
+opt-in compiled forward (`compile_model`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 
 import torch
+from torch import nn
 
 from robustlab.errors import UserError
 
@@ -48,3 +51,27 @@ def deterministic_algorithms() -> Iterator[None]:
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
         if workspace is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile (inductor) cannot run here, or None when it can."""
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch.compile does not support this Python / platform (torch {torch.__version__})"
+    compilers = (os.environ.get("CXX", "g++"), "c++", "clang++")
+    if device.type == "cpu" and not any(shutil.which(c) for c in compilers):
+        return "inductor needs a C++ compiler for the CPU (apt-get install g++, or set CXX)"
+    return None
+
+
+def compile_model(model: nn.Module, device: torch.device, log: Callable[[str], None]) -> bool:
+    """Compile `model`'s forward and forward_all in place (torch.compile, inductor: the first
+    batches of each shape pay the compilation); the weights and checkpoints are unchanged. Without
+    a compiler, one line says why and the model stays eager (returns False)."""
+    reason = compile_unavailable(device)
+    if reason is not None:
+        log(f"compile: {reason}; running eager")
+        return False
+    model.compile()
+    if hasattr(model, "forward_all"):
+        model.forward_all = torch.compile(model.forward_all)
+    return True

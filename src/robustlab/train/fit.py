@@ -28,7 +28,7 @@ from robustlab.errors import UserError
 from robustlab.eval.accuracy import accuracy
 from robustlab.interrupts import handling
 from robustlab.train.checkpoint import RunFiles, save_checkpoint
-from robustlab.train.device import deterministic_algorithms
+from robustlab.train.device import compile_model, deterministic_algorithms
 from robustlab.train.distributed import DistInfo
 from robustlab.train.metrics import (
     MetricsLog,
@@ -187,6 +187,8 @@ def fit(
         raise UserError("the training set gives no batch: lower data.batch_size or raise data.train_limit")
     loop = _Loop(model, objective, data, cfg, device, dist, None, model.forward_all, teacher, log, callbacks)
     model.to(device, memory_format=loop.memory_format)
+    if cfg.train.compile and compile_model(model, device, log):
+        loop.forward_all = model.forward_all
     # Free AT replays each minibatch m times: m optimizer steps per batch.
     loop.opt = Optimization.build(cfg, model, device, steps_per_epoch * objective.replays)
     sums: dict[str, Tensor] = {}
