@@ -53,3 +53,22 @@ def test_madry_beats_standard_under_pgd_and_fast_at_does_not_overfit(tmp_path):
     assert standard["robust_acc"] < 0.15 < 0.4 < madry["robust_acc"]
     assert madry["test_acc"] > 0.7
     assert fast["robust_acc"] > 0.3 and "overfitting_alarm" not in fast
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
+    """scripts/gpu_check.sh --dry-run: the GPU check's every step, tiny, on the CPU."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run"], cwd=root, capture_output=True,
+                          text=True, timeout=1200, env={**os.environ, "OUT": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [(s["step"], s["rc"]) for s in steps] == [("benchmarks", 0), ("ddp", 0), ("reproduce", 0)]
+    lines = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    assert not [line for line in lines if "error" in line]
+    kinds = [line["step"] for line in lines]
+    assert kinds.count("train") == 3 * 5 and "pgd" in kinds and "autoattack" in kinds
