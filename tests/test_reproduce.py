@@ -295,3 +295,45 @@ def test_paper_tables_mark_a_different_setting(tmp_path):
     other_eps = PaperTable("t", "P (x)", "Table 1", "c", "fashion-mnist", "small-cnn", "8/255", "accuracy %",
                            ("PGD-20",), {"madry": {"PGD-20": 79.0}})
     assert paper_section(other_eps, results).rows[0] == ["madry", "80.0 (79.0†)"]
+
+
+def test_verdicts_across_seeds_are_a_t_test_of_the_per_seed_differences():
+    from robustlab.reproduce.verdicts import Comparison, decide
+
+    # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.464 on 2 degrees of freedom;
+    # the t(2) cdf is 1/2 + t / (2 sqrt(t^2 + 2)): p = 2 (1/2 - 3.464 / (2 sqrt 14)) = 0.0742
+    c = Comparison(72.0, 70.0, seeds=(1.0, 2.0, 3.0), images=(1000, 1000))
+    assert c.p_value() == pytest.approx(1 - 12 ** 0.5 / 14 ** 0.5, abs=1e-6)
+    text = decide([c])[0]
+    assert text.startswith("not resolved (p 0.074 after Holm") and "3 seeds, differences sd 1.0" in text
+    assert "images' standard error 2.0" in text  # sqrt(.72 .28 / 1000 + .7 .3 / 1000) = 2.03 points
+    assert decide([Comparison(72.0, 70.0, seeds=(2.0, 2.1, 1.9, 2.0))])[0].startswith("holds")
+
+
+def test_reproduce_with_seeds_trains_each_recipe_once_per_seed(tmp_path):
+    out, page = tmp_path / "runs", tmp_path / "results.md"
+    status = reproduce(TINY, only="standard,madry", dataset="synthetic", out=str(out), results=str(page),
+                       seeds=2, log=quiet)
+    assert status["seeds"] == 2
+    assert set(status["recipes"]) == {"standard", "standard_seed1", "madry", "madry_seed1"}
+    from robustlab.train import load_checkpoint
+
+    seeds = [load_checkpoint(out / name / "checkpoints" / "last.pt")["config"]["seed"]
+             for name in ("madry", "madry_seed1")]
+    assert seeds == [0, 1]
+    with pytest.raises(UserError, match="--seeds=0 is out of range"):
+        reproduce(TINY, only="madry", dataset="synthetic", out=str(out), results=None, seeds=0, log=quiet)
+
+
+def test_results_combine_the_seeds_of_both_recipes(tmp_path):
+    results = _fake_results(tmp_path)
+    for name, pgd in (("madry_seed1", 0.78), ("agkd_bml_seed1", 0.66)):
+        source = "madry" if name.startswith("madry") else "agkd_bml"
+        report = json.loads(json.dumps(results.reports[source]))
+        report["attacks"][0]["accuracy"] = pgd
+        results.reports[name] = report
+        results.status["recipes"][name] = results.status["recipes"][source]
+    results.status["seeds"] = 2
+    c = results.comparison(("agkd_bml", "PGD-20"), ("madry", "PGD-20"), at_least=False)
+    assert c.seeds == pytest.approx((60 - 80, 66 - 78)) and c.high == pytest.approx(63.0)
+    assert c.low == pytest.approx(79.0) and c.images == (50, 50)

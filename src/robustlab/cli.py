@@ -114,7 +114,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from robustlab.train import Interrupted
 
     try:
-        status = reproduce(args.budget, only=args.only, dataset=args.dataset, out=args.out,
+        status = reproduce(args.budget, only=args.only, dataset=args.dataset, out=args.out, seeds=args.seeds,
                            results=None if args.no_pages else args.results, configs=args.configs)
     except (Interrupted, KeyboardInterrupt) as stop:
         print(f"robustlab: reproduce interrupted ({stop or 'Ctrl-C'}); finished work is kept: run the "
@@ -385,6 +385,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--budget", required=True, help="small (about 80 min on 2 CPU cores) or full (the "
                    "configs' schedules, the suites' sizes)")
     p.add_argument("--only", help="comma-separated recipes (default: all 22)")
+    p.add_argument("--seeds", type=int, default=1, help="train and evaluate every recipe with N seeds (the "
+                   "config's seed, +1, ...); verdicts then combine the seeds (default 1)")
     p.add_argument("--dataset", default="fashion-mnist", help="data set (default fashion-mnist; its "
                    "default eps)")
     p.add_argument("--out", help="runs directory (default runs/reproduce/BUDGET_DATASET)")

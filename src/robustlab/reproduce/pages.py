@@ -19,7 +19,7 @@ from robustlab.report.fmt import num
 from robustlab.report.sections import Section, write_sections_page
 from robustlab.reproduce.claims import CLAIMS, Claim, standard_error
 from robustlab.reproduce.papers import PaperTable, tables_for
-from robustlab.reproduce.plan import DETECTED, RECIPES, detect_flags
+from robustlab.reproduce.plan import DETECTED, RECIPES, detect_flags, seed_name
 from robustlab.reproduce.verdicts import ALPHA, MARGIN, Comparison, decide
 
 DAGGER = "†"
@@ -83,11 +83,26 @@ class Results:
         return images["digest"], unpack(packed, images["count"])
 
     def comparison(self, high: tuple[str, str], low: tuple[str, str], at_least: bool) -> Comparison | None:
-        """The test of (recipe, column) `high` against `low`: paired on the same images when both
-        reports have their per-image outcomes, else two independent binomial estimates."""
+        """The test of (recipe, column) `high` against `low`: across seeds when there are two or
+        more of both, else paired on the same images when both reports have their per-image
+        outcomes, else two independent binomial estimates."""
         values = [self.value(*cell) for cell in (high, low)]
         if None in values:
             return None
+        seeded = [(a, b) for a, b in ((self.value(seed_name(high[0], k), high[1]),
+                                       self.value(seed_name(low[0], k), low[1]))
+                                      for k in range(self.status.get("seeds", 1)))
+                  if a is not None and b is not None]
+        if len(seeded) >= 2:
+            means = [sum(v) / len(seeded) for v in zip(*seeded)]
+            single = self._single(high, low, values, at_least)
+            return Comparison(*means, at_least=at_least, paired=single.paired, images=single.images,
+                              seeds=tuple(a - b for a, b in seeded))
+        return self._single(high, low, values, at_least)
+
+    def _single(self, high: tuple[str, str], low: tuple[str, str], values: list[float],
+                at_least: bool) -> Comparison:
+        """One seed's comparison: paired when the outcomes allow, else two binomial estimates."""
         a, b = self.outcome(*high), self.outcome(*low)
         if a is not None and b is not None and a[0] == b[0]:
             return Comparison(*values, at_least=at_least, paired=Paired.of(b[1], a[1]))

@@ -56,3 +56,9 @@ BUDGETS = {
 def detect_flags(settings: dict) -> str:
     """The `robustlab detect` options that give these settings."""
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+
+
+def seed_name(recipe: str, k: int) -> str:
+    """The run of `recipe` with the k-th seed: the recipe's own name for k = 0 (so a one-seed
+    reproduction keeps its names), <recipe>_seed<k> after."""
+    return recipe if k == 0 else f"{recipe}_seed{k}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from robustlab.config import Config, load_config
 from robustlab.errors import UserError
 from robustlab.io import atomic_write_text
-from robustlab.reproduce.plan import BUDGETS, DETECTED, RECIPES, Budget, detect_flags
+from robustlab.reproduce.plan import BUDGETS, DETECTED, RECIPES, Budget, detect_flags, seed_name
 
 STATUS = "reproduce.json"
 
@@ -40,6 +40,17 @@ def recipe_config(recipe: str, budget: Budget, dataset: str, out_dir: Path,
     if dataset != "fashion-mnist" and cfg.defense.eps is not None:
         cfg.defense.eps = DEFAULT_EPS.get(dataset, cfg.defense.eps)
     return cfg
+
+
+def seeded_configs(recipe: str, budget: Budget, dataset: str, out_dir: Path, configs: Path,
+                   seeds: int) -> list[Config]:
+    """The recipe's config once per seed: the config's seed + k, in run <seed_name>."""
+    cfgs = []
+    for k in range(seeds):
+        cfg = recipe_config(recipe, budget, dataset, out_dir, configs)
+        cfg.name, cfg.seed = seed_name(recipe, k), cfg.seed + k
+        cfgs.append(cfg)
+    return cfgs
 
 
 def select_recipes(only: str | None) -> list[str]:
@@ -203,11 +214,15 @@ def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str
 
 def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "fashion-mnist",
               out: str | None = None, results: str | None = "docs/results.md", configs: str = "configs",
-              log: Callable[[str], None] = print) -> dict:
-    """Train, evaluate and detect as the budget says, then write the results pages.
+              seeds: int = 1, log: Callable[[str], None] = print) -> dict:
+    """Train, evaluate and detect as the budget says, each recipe with `seeds` seeds (the
+    config's seed, + 1, ...), then write the results pages.
 
     Returns reproduce.json's content. Work already recorded there (or found finished on disk) is
-    skipped, so the call can be repeated after an interruption, or to rewrite the pages."""
+    skipped, so the call can be repeated after an interruption, to add seeds, or to rewrite the
+    pages."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"--seeds={seeds!r} is out of range: expected an integer >= 1")
     if isinstance(budget, str):
         if budget not in BUDGETS:
             raise UserError(f"--budget={budget!r} is not a budget: choose {' or '.join(BUDGETS)}")
@@ -218,17 +233,20 @@ def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "
         raise UserError(f"--dataset={dataset!r} is not a data set: choose from {', '.join(DATASETS.names())}")
     out_dir = Path(out) if out else Path("runs") / "reproduce" / f"{budget.name}_{dataset}"
     recipes = select_recipes(only)
-    cfgs = {r: recipe_config(r, budget, dataset, out_dir, Path(configs)) for r in recipes}
+    cfgs = {cfg.name: (recipe, cfg) for recipe in recipes
+            for cfg in seeded_configs(recipe, budget, dataset, out_dir, Path(configs), seeds)}
     out_dir.mkdir(parents=True, exist_ok=True)
     status = Status(out_dir / STATUS, {"budget": budget.name, "about": budget.about, "dataset": dataset,
                                        "suite": "papers", "suite_images": budget.suite_images,
                                        "detect": budget.detect})
+    status.data["seeds"] = max(seeds, status.data.get("seeds", 1))  # a later call may add seeds
     start = time.perf_counter()
-    outcomes = {r: train_phase(cfgs[r], status, log) for r in recipes}
-    trained = [r for r in recipes if outcomes[r] != "diverged"]
+    outcomes = {name: train_phase(cfg, status, log) for name, (_, cfg) in cfgs.items()}
+    trained = [name for name in cfgs if outcomes[name] != "diverged"]
     ran = sum(o == "ran" for o in outcomes.values())
-    ran += sum(eval_phase(cfgs[r], budget, status, log) for r in trained)
-    ran += sum(detect_phase(cfgs[r], budget, status, log) for r in trained if r in DETECTED)
+    ran += sum(eval_phase(cfgs[name][1], budget, status, log) for name in trained)
+    ran += sum(detect_phase(cfgs[name][1], budget, status, log) for name in trained
+               if cfgs[name][0] in DETECTED)
     seconds = time.perf_counter() - start
     status.data["last_call_seconds"] = seconds
     status.data.setdefault("calls", []).append({"seconds": seconds, "phases": ran, "only": only,

@@ -9,6 +9,10 @@ Wald test of the paired difference, the discordant images giving its standard er
 estimates (a z-test), which is conservative for images that are in fact shared. AUC and the
 white-box distortion have no per-image outcomes yet, so they are not tested.
 
+With several seeds (`reproduce --seeds N`), each seed's pair of models gives one difference and
+the test is a one-sample t-test of those differences (scipy.stats.ttest_1samp): training's
+variance is then in the error bar, not only the images'.
+
 Every tested comparison's two-sided p-value is adjusted by Holm over all the comparisons on the
 page; a claim holds (or is reversed) when its adjusted p is below ALPHA with the difference on
 the paper's side (or the other).
@@ -17,9 +21,11 @@ the paper's side (or the other).
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest, norm, ttest_1samp
+from scipy.stats import t as t_dist
 
 from robustlab.eval.stats import Paired, detectable_difference, holm
 
@@ -35,8 +41,9 @@ class Comparison:
     high: float
     low: float
     at_least: bool = False
-    paired: Paired | None = None          # per-image outcomes on the same images
+    paired: Paired | None = None          # per-image outcomes on the same images (seed 0)
     images: tuple[int, int] | None = None  # the two image counts, when not paired (None: no error bar)
+    seeds: tuple[float, ...] = ()          # higher - lower of each seed (2 or more: tested across seeds)
 
     @property
     def difference(self) -> float:
@@ -44,7 +51,15 @@ class Comparison:
 
     @property
     def testable(self) -> bool:
-        return self.paired is not None or self.images is not None
+        return len(self.seeds) >= 2 or self.paired is not None or self.images is not None
+
+    @property
+    def across_seeds(self) -> bool:
+        return len(self.seeds) >= 2
+
+    def seed_spread(self) -> float:
+        """The standard deviation of the per-seed differences (points)."""
+        return statistics.stdev(self.seeds)
 
     def _se(self) -> float:
         """Standard error of the difference in points."""
@@ -57,7 +72,14 @@ class Comparison:
         return 100 * max(math.hypot(*se), 1 / max(self.images))
 
     def p_value(self) -> float:
-        """Two-sided p of the claim's test (the side is read off the difference's sign)."""
+        """Two-sided p of the claim's test (the side is read off the difference's sign). With
+        seeds: a one-sample t-test of the per-seed differences (against -MARGIN for an "at
+        least" claim, else 0): training's variance and the images' both in it."""
+        if self.across_seeds:
+            if self.seed_spread() == 0:
+                return 0.0 if self.difference + (MARGIN if self.at_least else 0.0) != 0 else 1.0
+            boundary = -MARGIN if self.at_least else 0.0
+            return float(ttest_1samp(self.seeds, boundary).pvalue)
         if self.at_least:
             z = (self.difference + MARGIN) / self._se()  # H0: higher is worse by the margin or more
             return min(1.0, 2 * norm.sf(abs(z)))
@@ -72,6 +94,10 @@ class Comparison:
 
     def detectable(self) -> float:
         """The difference (points) a two-sided test at ALPHA finds with POWER at this budget."""
+        if self.across_seeds:
+            df = len(self.seeds) - 1
+            quantiles = t_dist.ppf(1 - ALPHA / 2, df) + t_dist.ppf(POWER, df)
+            return quantiles * self.seed_spread() / math.sqrt(df + 1)
         if self.paired is not None:
             t = self.paired
             return 100 * detectable_difference(t.n, (t.gained + t.lost) / t.n, ALPHA, POWER)
@@ -92,8 +118,16 @@ def decide(comparisons: list[Comparison | None]) -> list[str]:
         elif adjusted[i] < ALPHA:
             side = "holds" if c.paper_side() else "reversed"
             how = f" (non-inferior within {MARGIN:g} points)" if c.at_least and side == "holds" else ""
-            out.append(f"{side}{how} (p {adjusted[i]:.2g} after Holm)")
+            out.append(f"{side}{how} (p {adjusted[i]:.2g} after Holm{_seeds(c)})")
         else:
             out.append(f"not resolved (p {adjusted[i]:.2g} after Holm; this budget detects "
-                       f"{c.detectable():.1f} points at {POWER:.0%} power)")
+                       f"{c.detectable():.1f} points at {POWER:.0%} power{_seeds(c)})")
     return out
+
+
+def _seeds(c: Comparison) -> str:
+    """The seed-to-seed spread beside the images' own error, when there are seeds."""
+    if not c.across_seeds:
+        return ""
+    images = f", images' standard error {c._se():.1f}" if c.paired is not None or c.images else ""
+    return f"; {len(c.seeds)} seeds, differences sd {c.seed_spread():.1f}{images}"
