@@ -199,3 +199,23 @@ def test_a_missing_tensorboard_package_fails_before_anything_is_trained(tmp_path
                           capture_output=True, text=True, env=ENV, timeout=120)
     assert done.returncode == 2 and "needs the tensorboard package" in done.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_the_readme_has_one_table_of_recipe_robustness_and_it_is_the_results_page():
+    import json
+
+    readme = (ROOT / "README.md").read_text()
+    tables = [block for block in readme.split("\n\n") if block.lstrip().startswith("| recipe |")]
+    assert len(tables) == 1, "one table of per-recipe numbers; the benchmarks' own are linked, not copied"
+    page = json.loads((ROOT / "docs" / "results.json").read_text())
+    rows = [line.strip("|").split("|") for line in tables[0].splitlines()[2:]]
+    assert len(rows) >= 20
+    for recipe, clean, pgd, aa, *_ in ([c.strip() for c in row] for row in rows):
+        values = page["values"].get(recipe)
+        if values is None:  # diverged: no numbers on the page either
+            assert clean.startswith("diverged"), recipe
+            continue
+        expected_clean = 100 * page["status"]["recipes"][recipe]["eval"]["clean_accuracy"]
+        assert float(clean) == pytest.approx(expected_clean, abs=0.051), recipe
+        assert float(pgd) == pytest.approx(100 * values["PGD-20"], abs=0.51), recipe
+        assert float(aa) == pytest.approx(100 * values["AutoAttack"], abs=0.51), recipe
