@@ -2,8 +2,8 @@
 # `make demo`: what a defense buys. Trains a standard and an adversarially trained (fast_at: FGSM
 # with a random start, Wong et al. 2020) small_cnn on Fashion-MNIST, evaluates both with the quick
 # suite (clean, FGSM, PGD-20, accuracy vs eps, example images and the gradient-masking checks on
-# the first 500 test images) and compares them, paired on the same images. Run it again and the finished
-# steps are reused (--resume, the suite's state).
+# the first 500 test images) and compares them, paired on the same images. Run it again and
+# the finished steps are reused (--resume, the suite's state).
 # Usage: scripts/demo.sh [PYTHON]   (the Makefile passes the project environment's interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
