@@ -58,7 +58,10 @@ class Check:
 
     def model(self, shape: str, name: str):
         channels, size, classes = SHAPES[shape]
-        options = {"width": 1} if self.dry and name == "wrn28_10" else {}
+        if self.dry and name == "wrn28_10":  # the same family, small enough for the CPU
+            name, options = "wide_resnet", {"depth": 10, "widen_factor": 1}
+        else:
+            options = {}
         return create_model(name, num_classes=classes, in_channels=channels, image_size=size,
                             **options).to(self.device)
 
