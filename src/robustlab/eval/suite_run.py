@@ -209,8 +209,9 @@ def _examples(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, entries: dic
     entry = entries[suite.examples["attack"]]
     clean, labels = x[:count].to(device), y[:count].to(device)
     adversarial = make(entry)(model, clean, labels)
-    with torch.no_grad():
-        clean_pred, adv_pred = model(clean).argmax(1).tolist(), model(adversarial).argmax(1).tolist()
+    with torch.no_grad():  # one forward of both (the model is in eval mode: rows are independent)
+        predicted = model(torch.cat([clean, adversarial])).argmax(1).tolist()
+    clean_pred, adv_pred = predicted[:count], predicted[count:]
     return [{"index": i, "label": int(labels[i]), "clean_pred": clean_pred[i], "adv_pred": adv_pred[i],
              "attack": entry.label, "clean_png": png_base64(clean[i]), "adv_png": png_base64(adversarial[i])}
             for i in range(count)]

@@ -26,8 +26,8 @@ def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | Non
                    log: Callable[[str], None] = say) -> dict:
     """Clean accuracy of a saved model on its dataset's full test split."""
     loaded = load_run(path, which, data_dir)
-    if loaded.unfinished_note():
-        log(loaded.unfinished_note())
+    if note := loaded.unfinished_note():
+        log(note)
     cfg = loaded.cfg
     cfg.data.test_limit = None  # always the full test set, whatever training watched
     ds = load_data(cfg)
@@ -74,8 +74,8 @@ def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", li
         log(f"{suite.name} suite on {cfg.name} ({loaded.checkpoint}): {n} {ds.name} test images, "
             f"eps {eps:.4g}, {len(suite.attacks)} attacks" + (f", {dist.world_size} processes" if dist.enabled
                                                              else ""))
-        if loaded.unfinished_note():
-            log(loaded.unfinished_note())
+        if note := loaded.unfinished_note():
+            log(note)
     if compile:
         compile_model(loaded.model.to(dev), dev, log)
     body = run_suite(loaded.model, x, y, suite, eps=eps, num_classes=ds.num_classes, device=dev,
