@@ -182,3 +182,20 @@ def test_autoattack_settings_and_misuse():
     with pytest.raises(UserError, match="unknown parameter\\(s\\) steps"):
         ATTACKS.build("apgd_t", eps=0.1, steps=10)
     assert ATTACKS.build("autoattack", eps=0.1)(model, x[:0], y[:0]).shape == (0, 1, 28, 28)
+
+
+def test_autoattack_robustlab_impl_runs_the_reference_on_a_folded_copy_with_the_same_verdicts(trained_fmnist):
+    pytest.importorskip("pyautoattack")
+    model, x, y = trained_fmnist
+    x, y = x[:24], y[:24]
+    reference = ATTACKS.build("apgd_ce", eps=0.02)(model, x, y)
+    ours = ATTACKS.build("apgd_ce", eps=0.02, impl="robustlab")(model, x, y)
+    assert not model.training and all(p.requires_grad for p in model.parameters())  # as it was
+    broken = predictions(model, reference) != y
+    assert 0 < broken.sum() < len(y)  # a test that could tell the two apart
+    assert torch.equal(predictions(model, ours) != y, broken)
+    assert (ours - x).abs().max() <= 0.02 + 1e-6
+    with pytest.raises(UserError, match="precision='bf16' needs impl='robustlab'"):
+        AutoAttack(precision="bf16")
+    with pytest.raises(UserError, match="impl='fast' is out of range: expected one of reference, robustlab"):
+        ATTACKS.build("autoattack", eps=0.1, impl="fast")

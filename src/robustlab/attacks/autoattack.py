@@ -24,6 +24,17 @@ best-loss mode, and the result is kept only where the model still misclassifies 
 accuracy is exactly the reference's, and every returned example is a high-loss point of the
 ball (stronger for transfer and saved sets) rather than the clean image. False gives the
 reference output unchanged.
+
+`impl="robustlab"` runs the same reference attacks, same settings and seeds, on a cheaper copy of
+the model (`models.attack_copy`): BatchNorm folded into the convolutions (the same function up to
+float rounding). With `precision="bf16"`, APGD-CE's, APGD-T's and Square's passes run under
+bfloat16 autocast, while FAB-T and every robust / broken decision between the attacks stay in
+float32: FAB-T returns points just across the boundary, where bfloat16's rounding (about 1e-2 on
+the logits) decides the side (in bfloat16 it missed 1 of 100 images the reference broke), and an
+attack that thinks a point broken when the float32 model does not leaves it to the next attack.
+The returned examples are judged by the caller's model as it is. Agreement with the reference
+and the speed-up are measured by `benchmarks/autoattack.py` (benchmarks/results.md) and checked
+by a slow test.
 """
 
 from __future__ import annotations
@@ -42,10 +53,13 @@ from robustlab.attacks.base import check_inputs
 from robustlab.attacks.build import register_bounded
 from robustlab.attacks.threat import Threat
 from robustlab.errors import UserError, check_ranges
+from robustlab.models.attack_copy import fold_batchnorm, in_bfloat16
 from robustlab.models.modes import frozen_eval
 
 REFERENCE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
+IMPLS = ("reference", "robustlab")
+PRECISIONS = ("fp32", "bf16")
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
 
@@ -93,6 +107,10 @@ class AutoAttack:
         batch_size: the reference's batch size (None: the whole batch at once).
         push_misclassified: move points misclassified from the start to a high-loss point that
             stays misclassified (see the module docstring); False: return them unchanged.
+        impl: "reference" (the authors' code on the model) or "robustlab" (the same code on the
+            model with BatchNorm folded; see the module docstring).
+        precision: with impl "robustlab", "fp32" or "bf16" (APGD's and Square's passes under
+            autocast).
     """
 
     threat: Threat = Threat()
@@ -101,6 +119,8 @@ class AutoAttack:
     seed: int = 0
     batch_size: int | None = None
     push_misclassified: bool = True
+    impl: str = "reference"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if not isinstance(self.attacks, tuple):
@@ -112,7 +132,12 @@ class AutoAttack:
             (isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", self.seed, "an integer"),
             (self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1),
              "batch_size", self.batch_size, "null or an integer >= 1"),
+            (self.impl in IMPLS, "impl", self.impl, f"one of {', '.join(IMPLS)}"),
+            (self.precision in PRECISIONS, "precision", self.precision, f"one of {', '.join(PRECISIONS)}"),
         ])
+        if self.impl == "reference" and self.precision != "fp32":
+            raise UserError(f"precision={self.precision!r} needs impl='robustlab': the reference "
+                            "implementation runs the model as it is")
         if (self.version == "custom") != bool(self.attacks):
             raise UserError("attacks=[...] goes with version='custom' (and only with it); "
                             f"got version={self.version!r}, attacks={list(self.attacks)}")
@@ -130,16 +155,22 @@ class AutoAttack:
         with frozen_eval(model), torch.random.fork_rng(devices=cuda), _keep_tracer():
             with torch.no_grad():
                 logits = model(x)
-            aa = self._build(ref, model, x.device, logits.shape[1])
+            exact = fold_batchnorm(model) if self.impl == "robustlab" else model
+            fast = in_bfloat16(exact) if self.precision == "bf16" else exact
+            aa = self._build(ref, exact, fast, x.device, logits.shape[1])
             x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=self.batch_size or len(x))
             if self.push_misclassified:
-                self._push(ref, model, x, y, x_adv, logits.argmax(1) != y)
+                self._push(ref, fast, model, x, y, x_adv, logits.argmax(1) != y)
         return x_adv.detach()
 
-    def _build(self, ref: Any, model: nn.Module, device: torch.device, num_classes: int) -> Any:
+    def _build(self, ref: Any, exact: nn.Module, fast: nn.Module, device: torch.device,
+               num_classes: int) -> Any:
+        """The reference's AutoAttack on `exact` (its checks and decisions, FAB), with APGD and
+        Square on `fast`."""
         version = "standard" if self.version == "custom" else self.version
-        aa = ref.AutoAttack(model, norm=_NORMS[self.threat.norm], eps=self.threat.eps, seed=self.seed,
+        aa = ref.AutoAttack(exact, norm=_NORMS[self.threat.norm], eps=self.threat.eps, seed=self.seed,
                             version=version, device=device)
+        aa.apgd.model = aa.apgd_targeted.model = aa.square.predict = fast
         if self.version == "custom":  # the standard version's settings, a subset of its attacks
             aa.attacks_to_run, aa.version = list(self.attacks), "custom"
         aa.verbose = False
@@ -149,14 +180,15 @@ class AutoAttack:
         aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
         return aa
 
-    def _push(self, ref: Any, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, wrong: Tensor) -> None:
-        """Misclassified-from-the-start points -> the reference APGD-CE's highest-loss iterate,
-        where it is still misclassified (in place on x_adv)."""
+    def _push(self, ref: Any, attacked: nn.Module, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor,
+              wrong: Tensor) -> None:
+        """Misclassified-from-the-start points -> the reference APGD-CE's (run on `attacked`)
+        highest-loss iterate, where `model` still misclassifies it (in place on x_adv)."""
         idx = wrong.nonzero().flatten()
         if len(idx) == 0:
             return
         apgd = ref.autopgd_base.APGDAttack(
-            model, n_iter=100, norm=_NORMS[self.threat.norm], n_restarts=1, eps=self.threat.eps,
+            attacked, n_iter=100, norm=_NORMS[self.threat.norm], n_restarts=1, eps=self.threat.eps,
             seed=self.seed, loss="ce", rho=0.75, device=x.device, logger=_WarningLogger())
         torch.manual_seed(self.seed)  # the reference seeds only its adversarial-first mode
         pushed = apgd.perturb(x[idx], y[idx], best_loss=True)
