@@ -6,7 +6,8 @@ OUT/gpu_check.jsonl as soon as it ends (a step that fails records its error and 
            CIFAR-shaped synthetic set (wrn28_10, preact_resnet18): AMP off / bf16 / fp16,
            channels_last, torch.compile off / on: images/s and peak memory
   pgd      PGD-20 against 20 forward + input-backward passes on the same batch (the limit)
-  autoattack  the reference AutoAttack's images/s on a madry-trained small_cnn
+  autoattack  AutoAttack's images/s, the reference and impl=robustlab (fp32, bf16), on an untrained
+           small_cnn (every point breaks early: the fixed cost per call, not a robust model's)
 `--dry-run` runs every step on the CPU with tiny sizes (2 iterations), to check the script itself;
 scripts/gpu_check.sh adds torchrun + NCCL and a `reproduce --only madry,trades,agkd_bml` wall time.
 
@@ -153,12 +154,17 @@ def check_pgd(check: Check) -> None:
 def check_autoattack(check: Check) -> None:
     model = check.model("fmnist", "small_cnn").eval()
     x, y = check.batch_of("fmnist")
-    attack = ATTACKS.build("autoattack", eps=0.1)
-    start = time.perf_counter()
-    attack(model, x, y)
-    check.synchronize()
-    run_step(check, {"step": "autoattack", "impl": "reference", "model": "small_cnn (untrained)"},
-             lambda: {"images_per_s": round(len(y) / (time.perf_counter() - start), 1)})
+    for params in ({"impl": "reference"}, {"impl": "robustlab", "precision": "fp32"},
+                   {"impl": "robustlab", "precision": "bf16"}):
+        attack = ATTACKS.build("autoattack", eps=0.1, **params)
+
+        def measure(attack=attack):
+            start = time.perf_counter()
+            attack(model, x, y)
+            check.synchronize()
+            return {"images_per_s": round(len(y) / (time.perf_counter() - start), 1)}
+
+        run_step(check, {"step": "autoattack", **params, "model": "small_cnn (untrained)"}, measure)
 
 
 def run_step(check: Check, settings: dict, measure) -> None:
