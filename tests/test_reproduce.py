@@ -337,3 +337,42 @@ def test_results_combine_the_seeds_of_both_recipes(tmp_path):
     c = results.comparison(("agkd_bml", "PGD-20"), ("madry", "PGD-20"), at_least=False)
     assert c.seeds == pytest.approx((60 - 80, 66 - 78)) and c.high == pytest.approx(63.0)
     assert c.low == pytest.approx(79.0) and c.images == (50, 50)
+
+
+def _fake_detect(rng, shift: float, n: int = 100) -> dict:
+    """A detect report on n images, every one broken by FGSM-0.1 and C&W; adversarial scores
+    `shift` below the clean ones on average (lower density: more suspicious)."""
+    def attack(index):
+        clean = rng.normal(size=len(index))
+        adv = clean - shift + rng.normal(size=len(index))
+        from robustlab.detectors import detection_auc
+        return {"successful": len(index), "auc": detection_auc(clean, adv), "mean_distortion": 0.1,
+                "per_image": {"index": list(index), "clean": clean.tolist(), "adversarial": adv.tolist(),
+                              "distortion": [0.1] * len(index)}}
+
+    return {"images": n, "gray_box": {"FGSM-0.1": attack(range(n)), "C&W": attack(range(0, n, 2))},
+            "white_box": {"final": attack(range(n))}}
+
+
+def test_detection_numbers_are_compared_by_a_paired_bootstrap_over_the_images(tmp_path):
+    import numpy as np
+
+    from robustlab.reproduce.verdicts import decide
+
+    rng = np.random.default_rng(0)
+    results = _fake_results(tmp_path)
+    results.detects = {"madry": _fake_detect(rng, 1.5), "agkd_bml": _fake_detect(rng, 0.0)}
+    c = results.comparison(("madry", "gray AUC"), ("agkd_bml", "gray AUC"), at_least=False)
+    assert c.high == pytest.approx(np.mean([results.detects["madry"]["gray_box"][k]["auc"]
+                                            for k in ("FGSM-0.1", "C&W")]))
+    assert len(c.resampled) == 2000 and np.mean(c.resampled) == pytest.approx(c.difference, abs=0.02)
+    assert decide([c])[0] == "holds (p 0.001 after Holm)"  # all 2000 resamples above 0: 2 / 2001
+    same = results.comparison(("agkd_bml", "white_d"), ("agkd_bml", "white_d"), at_least=False)
+    assert set(same.resampled) == {0.0}  # one report against itself: every resample agrees
+    assert decide([same])[0].startswith(
+        "not resolved (p 1 after Holm; this budget detects a difference of 0.000")
+    results.detects["madry"]["gray_box"]["C&W"].pop("per_image")  # an older report: its sign only
+    old = results.comparison(("madry", "gray AUC"), ("agkd_bml", "gray AUC"), at_least=False)
+    assert old.resampled == () and decide([old])[0].startswith("not resolved (no per-image outcomes")
+    with pytest.raises(ValueError, match="margin is in accuracy points"):
+        type(c)(0.6, 0.5, at_least=True, resampled=(0.1,))

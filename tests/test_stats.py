@@ -7,7 +7,16 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from robustlab.eval.stats import Paired, detectable_difference, holm, mcnemar_exact, wilson
+from robustlab.detectors import detection_auc
+from robustlab.eval.stats import (
+    Paired,
+    bootstrap_p,
+    detectable_difference,
+    holm,
+    mcnemar_exact,
+    paired_bootstrap,
+    wilson,
+)
 
 
 def test_mcnemar_exact_is_the_binomial_tail_of_the_discordant_images():
@@ -72,3 +81,38 @@ def test_holm_by_hand():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
+
+
+def test_a_weighted_auc_is_the_auc_of_the_repeated_images():
+    clean, adv = np.array([3.0, 1.0, 2.0, 0.5]), np.array([2.5, 1.5, -1.0, 0.0])  # image i: (clean, adv)
+    weights = np.array([2, 0, 1, 3])
+    repeated = np.repeat(np.arange(4), weights)
+    assert detection_auc(clean, adv, weights) == pytest.approx(detection_auc(clean[repeated], adv[repeated]))
+    # by hand: lower density = more suspicious; 6 x 6 pairs (clean, adv), adv below clean wins
+    pairs = [(c, a) for c in clean[repeated] for a in adv[repeated]]
+    assert detection_auc(clean, adv, weights) == pytest.approx(
+        sum((a < c) + 0.5 * (a == c) for c, a in pairs) / len(pairs))
+    assert math.isnan(detection_auc(clean, adv, np.zeros(4)))
+
+
+def test_paired_bootstrap_resamples_the_same_images_for_both_statistics():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=200)
+    b = a + rng.normal(scale=0.1, size=200) - 0.05  # b tracks a closely, 0.05 lower on average
+    mean = lambda v: lambda w: float(np.average(v, weights=w))  # noqa: E731
+    diffs = paired_bootstrap(mean(a), mean(b), 200, reps=2000)
+    observed = float(np.mean(a - b))
+    # paired: the spread is that of the per-image differences (sd 0.1), not of a or b (sd 1)
+    assert np.std(diffs) == pytest.approx(np.std(a - b) / math.sqrt(200), rel=0.1)
+    assert np.mean(diffs) == pytest.approx(observed, abs=0.003)
+    assert bootstrap_p(diffs) == pytest.approx(2 / 2001)  # every resample above 0: the floor
+    unpaired = paired_bootstrap(mean(a), lambda w: float(np.mean(b)), 200, reps=500)
+    assert np.std(unpaired) > 5 * np.std(diffs)
+
+
+def test_bootstrap_p_by_hand_and_undefined_resamples_dropped():
+    assert bootstrap_p(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(2 * 2 / 5)
+    assert bootstrap_p(np.array([]), 0.0) == 1.0
+    assert bootstrap_p(np.array([-3.0, -2.0, 1.0]), boundary=-2.5) == pytest.approx(2 * 2 / 4)
+    nan_half = paired_bootstrap(lambda w: np.nan if w[0] == 0 else 1.0, lambda w: 0.0, 2, reps=400)
+    assert 0 < len(nan_half) < 400 and (nan_half == 1.0).all()

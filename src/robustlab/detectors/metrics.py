@@ -16,10 +16,20 @@ def _labels_and_suspicion(clean: np.ndarray, adversarial: np.ndarray) -> tuple[n
     return labels, -np.concatenate([clean, adversarial])
 
 
-def detection_auc(clean: np.ndarray, adversarial: np.ndarray) -> float:
-    """ROC AUC of telling adversarial from clean inputs by low density (0.5: chance)."""
+def detection_auc(clean: np.ndarray, adversarial: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """ROC AUC of telling adversarial from clean inputs by low density (0.5: chance). With
+    `weights` (clean[i] and adversarial[i] are one image's two versions; weights[i] how often
+    the image counts, as in a bootstrap resample): the AUC of the data with each image repeated
+    weights[i] times, NaN when no image has weight."""
     labels, suspicion = _labels_and_suspicion(np.asarray(clean), np.asarray(adversarial))
-    return float(roc_auc_score(labels, suspicion))
+    if weights is None:
+        return float(roc_auc_score(labels, suspicion))
+    weights = np.asarray(weights, dtype=float)
+    if len(weights) != len(clean) or len(clean) != len(adversarial):
+        raise ValueError("weights pair clean[i] with adversarial[i]: three arrays of one length")
+    if weights.sum() == 0:
+        return float("nan")
+    return float(roc_auc_score(labels, suspicion, sample_weight=np.concatenate([weights, weights])))
 
 
 def roc(clean: np.ndarray, adversarial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

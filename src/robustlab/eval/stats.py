@@ -9,15 +9,19 @@ disagree (one correct, the other not) carry information about their difference. 
   intervals and the phi correlation of the 2x2 table;
 - `detectable_difference`: the smallest difference a test at `alpha` finds with `power`
   given n images and their discordance rate (the normal approximation of Connor 1987);
-- `holm`: Holm's (1979) step-down adjustment of several p-values.
+- `holm`: Holm's (1979) step-down adjustment of several p-values;
+- `paired_bootstrap` and `bootstrap_p`: for a statistic with no per-image outcome of its own
+  (a detection AUC, a mean distortion), both models' statistic on the same resamples of the
+  images (Efron & Tibshirani 1993, Ch. 6 and 16), so the difference's spread is the paired one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.stats import binomtest, norm
 
 
@@ -104,3 +108,24 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
+
+
+def paired_bootstrap(high: Callable[[np.ndarray], float], low: Callable[[np.ndarray], float], n: int,
+                     reps: int = 2000, seed: int = 0) -> np.ndarray:
+    """high(w) - low(w) for `reps` resamples with replacement of the same n images; `w` [n] says
+    how often each image was drawn (a multinomial draw, the same resample for both). A resample
+    where either statistic is undefined (NaN: say, no adversarial image drawn) is dropped."""
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, np.full(n, 1 / n), size=reps)
+    diffs = np.array([high(w) - low(w) for w in draws], dtype=float)
+    return diffs[np.isfinite(diffs)]
+
+
+def bootstrap_p(diffs: np.ndarray, boundary: float = 0.0) -> float:
+    """Two-sided bootstrap p-value of "the difference is `boundary`": twice the smaller tail of
+    the resampled differences beyond it, counting the boundary itself as in both tails (with the
+    +1 of Davison & Hinkley 1997, Eq. 4.11, so that p is never 0)."""
+    if len(diffs) == 0:
+        return 1.0
+    tail = min(int((diffs <= boundary).sum()), int((diffs >= boundary).sum()))
+    return min(1.0, 2 * (tail + 1) / (len(diffs) + 1))

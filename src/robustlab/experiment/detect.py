@@ -88,8 +88,12 @@ def detection_of(model: nn.Module, detector, x: Tensor, y: Tensor, x_adv: Tensor
     fpr, tpr = roc(clean, adv)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 100)).astype(int))
     distortion = (x_adv[success] - x[success]).flatten(1).norm(dim=1) / np.sqrt(x[0].numel())
+    # per successful image (its index among the images): what a paired bootstrap resamples
+    per_image = {"index": success.nonzero().flatten().tolist(), "clean": np.asarray(clean).tolist(),
+                 "adversarial": np.asarray(adv).tolist(), "distortion": distortion.tolist()}
     return {**result, "auc": detection_auc(clean, adv), "detection_rate": detection_rate(clean, adv),
-            "mean_distortion": distortion.mean().item(), "roc": [fpr[keep].tolist(), tpr[keep].tolist()]}
+            "mean_distortion": distortion.mean().item(), "roc": [fpr[keep].tolist(), tpr[keep].tolist()],
+            "per_image": per_image}
 
 
 def kde_evading_cw(detector, tau: float, steps: int, search_steps: int = 3):

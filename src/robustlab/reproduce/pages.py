@@ -10,11 +10,15 @@ claimed gain (`claims.CLAIMS`) under PGD and AutoAttack with the binomial noise 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from robustlab.detectors import detection_auc
 from robustlab.eval.outcomes import unpack
-from robustlab.eval.stats import Paired
+from robustlab.eval.stats import Paired, paired_bootstrap
 from robustlab.report.fmt import num
 from robustlab.report.sections import Section, write_sections_page
 from robustlab.reproduce.claims import CLAIMS, Claim, standard_error
@@ -63,6 +67,33 @@ class Results:
                 "black_auc": detect.get("black_box", {}).get("auc"),
                 "davies_bouldin": detect.get("davies_bouldin")}.get(column)
 
+    def resampler(self, recipe: str, column: str) -> tuple[int, Callable[[np.ndarray], float]] | None:
+        """(the detection images, `column` as `value` computes it with image i counted w[i] times)
+        from the detect report's per-image scores; None for an accuracy column or an older report."""
+        detect = self.detects.get(recipe)
+        if detect is None or column not in DETECTION:
+            return None
+        gray = detect.get("gray_box", {})
+        if column == "white_d":
+            parts, of = [detect.get("white_box", {}).get("final", {})], "distortion"
+        elif column == "gray AUC" or column in gray:
+            parts = [v for k, v in gray.items() if column in ("gray AUC", k) and v["auc"] is not None]
+            of = "auc"
+        else:
+            return None
+        if not parts or any("per_image" not in part for part in parts):
+            return None
+        scores = [{k: np.asarray(v) for k, v in part["per_image"].items()} for part in parts]
+
+        def statistic(w: np.ndarray) -> float:
+            if of == "distortion":
+                kept = w[scores[0]["index"]]
+                return float(np.average(scores[0]["distortion"], weights=kept)) if kept.sum() else np.nan
+            aucs = [detection_auc(p["clean"], p["adversarial"], w[p["index"]]) for p in scores]
+            return float(np.nanmean(aucs)) if not np.isnan(aucs).all() else float("nan")
+
+        return int(detect["images"]), statistic
+
     def images(self, recipe: str, column: str) -> int | None:
         """How many images an accuracy column was measured on (None: not an accuracy)."""
         if column in DETECTION or recipe not in self.reports:
@@ -97,12 +128,16 @@ class Results:
             means = [sum(v) / len(seeded) for v in zip(*seeded)]
             single = self._single(high, low, values, at_least)
             return Comparison(*means, at_least=at_least, paired=single.paired, images=single.images,
-                              seeds=tuple(a - b for a, b in seeded))
+                              seeds=tuple(a - b for a, b in seeded), resampled=single.resampled)
         return self._single(high, low, values, at_least)
 
     def _single(self, high: tuple[str, str], low: tuple[str, str], values: list[float],
                 at_least: bool) -> Comparison:
-        """One seed's comparison: paired when the outcomes allow, else two binomial estimates."""
+        """One seed's comparison: paired when the outcomes allow (a paired bootstrap for a detection
+        number), else two binomial estimates."""
+        ra, rb = self.resampler(*high), self.resampler(*low)
+        if ra is not None and rb is not None and ra[0] == rb[0]:  # both on the first n test images
+            return Comparison(*values, resampled=tuple(paired_bootstrap(ra[1], rb[1], ra[0])))
         a, b = self.outcome(*high), self.outcome(*low)
         if a is not None and b is not None and a[0] == b[0]:
             return Comparison(*values, at_least=at_least, paired=Paired.of(b[1], a[1]))
@@ -255,7 +290,9 @@ def claims_section(results: Results) -> Section:
             "margin), else a z-test of two independent binomial estimates; the p-values are adjusted by "
             f"Holm over every comparison on this page, and a claim is decided at alpha {ALPHA:g}. A "
             "comparison not resolved says the difference this budget detects at 80% power. AUC and "
-            "distortion have no per-image outcomes yet and are not tested. AutoAttack columns marked \"not "
+            "the white-box distortion are tested by a paired bootstrap over the detection images (both "
+            "models on the same 2,000 resamples) when the detect reports keep their per-image scores, "
+            "else shown by sign only. AutoAttack columns marked \"not "
             "in the paper\" are robustlab's check of a claim the paper makes under PGD.")
     paper_way = sum(_goes_paper_way(r) for r in measured)
     text += (f" In point estimates alone, {paper_way} of {len(measured)} comparisons go the paper's way.")

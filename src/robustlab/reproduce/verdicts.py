@@ -6,8 +6,10 @@ same images, the test is paired (eval/stats.py): the exact McNemar test for a ">
 an "at least as good" claim a one-sided non-inferiority test with a margin of MARGIN points (a
 Wald test of the paired difference, the discordant images giving its standard error). Otherwise
 (older reports, or images that differ) the two accuracies are treated as independent binomial
-estimates (a z-test), which is conservative for images that are in fact shared. AUC and the
-white-box distortion have no per-image outcomes yet, so they are not tested.
+estimates (a z-test), which is conservative for images that are in fact shared. A detection AUC
+or the white-box distortion, which no single image decides, is tested by a paired bootstrap over
+the detection images (eval/stats.py: both models' number on the same resamples; 2,000 of them)
+when both detect reports keep their per-image scores; older ones give its sign only.
 
 With several seeds (`reproduce --seeds N`), each seed's pair of models gives one difference and
 the test is a one-sample t-test of those differences (scipy.stats.ttest_1samp): training's
@@ -24,10 +26,11 @@ import math
 import statistics
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.stats import binomtest, norm, ttest_1samp
 from scipy.stats import t as t_dist
 
-from robustlab.eval.stats import Paired, detectable_difference, holm
+from robustlab.eval.stats import Paired, bootstrap_p, detectable_difference, holm
 
 ALPHA = 0.05
 POWER = 0.8
@@ -44,6 +47,12 @@ class Comparison:
     paired: Paired | None = None          # per-image outcomes on the same images (seed 0)
     images: tuple[int, int] | None = None  # the two image counts, when not paired (None: no error bar)
     seeds: tuple[float, ...] = ()          # higher - lower of each seed (2 or more: tested across seeds)
+    resampled: tuple[float, ...] = ()      # higher - lower on each bootstrap resample (a detection number)
+
+    def __post_init__(self) -> None:
+        if self.at_least and self.resampled:
+            raise ValueError("the non-inferiority margin is in accuracy points; a resampled detection "
+                             "number has no margin")
 
     @property
     def difference(self) -> float:
@@ -51,7 +60,8 @@ class Comparison:
 
     @property
     def testable(self) -> bool:
-        return len(self.seeds) >= 2 or self.paired is not None or self.images is not None
+        return (len(self.seeds) >= 2 or bool(self.resampled) or self.paired is not None
+                or self.images is not None)
 
     @property
     def across_seeds(self) -> bool:
@@ -80,6 +90,8 @@ class Comparison:
                 return 0.0 if self.difference + (MARGIN if self.at_least else 0.0) != 0 else 1.0
             boundary = -MARGIN if self.at_least else 0.0
             return float(ttest_1samp(self.seeds, boundary).pvalue)
+        if self.resampled:
+            return bootstrap_p(np.asarray(self.resampled))
         if self.at_least:
             z = (self.difference + MARGIN) / self._se()  # H0: higher is worse by the margin or more
             return min(1.0, 2 * norm.sf(abs(z)))
@@ -92,12 +104,18 @@ class Comparison:
         """The difference lies on the paper's side of the tested boundary."""
         return self.difference + (MARGIN if self.at_least else 0.0) > 0
 
+    def amount(self, value: float) -> str:
+        """A difference in this comparison's unit: accuracy points, or a detection number's own."""
+        return f"a difference of {value:.3f}" if self.resampled else f"{value:.1f} points"
+
     def detectable(self) -> float:
         """The difference (points) a two-sided test at ALPHA finds with POWER at this budget."""
         if self.across_seeds:
             df = len(self.seeds) - 1
             quantiles = t_dist.ppf(1 - ALPHA / 2, df) + t_dist.ppf(POWER, df)
             return quantiles * self.seed_spread() / math.sqrt(df + 1)
+        if self.resampled:
+            return (norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER)) * statistics.stdev(self.resampled)
         if self.paired is not None:
             t = self.paired
             return 100 * detectable_difference(t.n, (t.gained + t.lost) / t.n, ALPHA, POWER)
@@ -121,7 +139,7 @@ def decide(comparisons: list[Comparison | None]) -> list[str]:
             out.append(f"{side}{how} (p {adjusted[i]:.2g} after Holm{_seeds(c)})")
         else:
             out.append(f"not resolved (p {adjusted[i]:.2g} after Holm; this budget detects "
-                       f"{c.detectable():.1f} points at {POWER:.0%} power{_seeds(c)})")
+                       f"{c.amount(c.detectable())} at {POWER:.0%} power{_seeds(c)})")
     return out
 
 
