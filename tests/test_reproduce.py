@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from robustlab import experiment
 from robustlab.cli import main
@@ -376,3 +377,14 @@ def test_detection_numbers_are_compared_by_a_paired_bootstrap_over_the_images(tm
     assert old.resampled == () and decide([old])[0].startswith("not resolved (no per-image outcomes")
     with pytest.raises(ValueError, match="margin is in accuracy points"):
         type(c)(0.6, 0.5, at_least=True, resampled=(0.1,))
+
+
+def test_clean_accuracy_on_the_whole_split_is_not_paired_with_the_suites_images(tmp_path):
+    from robustlab.eval.outcomes import pack
+
+    results = _fake_results(tmp_path)
+    for recipe in ("madry", "agkd_bml"):  # outcomes on the suite's 50 images; clean on 10,000
+        results.reports[recipe]["outcomes"] = {"images": {"count": 50, "digest": "d"},
+                                               "clean": pack(torch.ones(50, dtype=torch.bool)), "robust": {}}
+    c = results.comparison(("agkd_bml", "clean"), ("madry", "clean"), at_least=True)
+    assert c.paired is None and c.images == (10_000, 10_000)

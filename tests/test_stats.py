@@ -74,6 +74,8 @@ def test_detectable_difference_by_hand():
     # (z_0.975 + z_0.8) * sqrt(0.1 / 1000) = (1.959964 + 0.841621) * 0.01
     assert detectable_difference(1000, 0.1) == pytest.approx(0.02801585, abs=1e-7)
     assert detectable_difference(4000, 0.1) == pytest.approx(0.02801585 / 2, abs=1e-7)
+    # identical outcomes on 50 images (no discordant image): not 0, but z^2 / n = 2.801585^2 / 50
+    assert detectable_difference(50, 0.0) == pytest.approx(2.801585 ** 2 / 50, abs=1e-6)
 
 
 def test_holm_by_hand():

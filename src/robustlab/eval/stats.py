@@ -96,7 +96,10 @@ def detectable_difference(n: int, discordance: float, alpha: float = 0.05, power
     discordance rate (the fraction where the two models disagree) is `discordance`."""
     if n <= 0:
         raise ValueError("n must be positive")
-    return (norm.ppf(1 - alpha / 2) + norm.ppf(power)) * math.sqrt(max(discordance, 0.0) / n)
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    # a difference d needs at least d n discordant images: fewer observed (none, say, for two
+    # identical outcome sets) cannot bring the detectable difference below z^2 / n
+    return z * math.sqrt(max(discordance, z * z / n) / n)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -107,6 +107,8 @@ class Results:
         outcomes = self.reports.get(recipe, {}).get("outcomes")
         if outcomes is None:
             return None
+        if column == "clean" and self.images(recipe, column) != outcomes["images"]["count"]:
+            return None  # clean accuracy is on the whole test split, the outcomes on the suite's images
         packed = outcomes["clean"] if column == "clean" else outcomes["robust"].get(column)
         if packed is None:
             return None
