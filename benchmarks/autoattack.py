@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from results_file import wrap_prose, write_section
+from results_file import command_line, publish, wrap_prose
 
 from robustlab.attacks.autoattack import AutoAttack
 from robustlab.attacks.threat import Threat
@@ -150,13 +150,7 @@ def main() -> None:
     parser.add_argument("--run", help="a trained run directory (default: madry, trained and cached)")
     parser.add_argument("--no-write", action="store_true", help="print the section only")
     args = parser.parse_args()
-    command = "python benchmarks/autoattack.py" + "".join(
-        f" --{k} {v}" for k, v in (("images", args.images), ("chunk", args.chunk), ("run", args.run))
-        if v != {"images": 200, "chunk": 100, "run": None}[k])
-    text = section(measure(args), command)
-    print(text)
-    if not args.no_write:
-        write_section(text)
+    publish(section(measure(args), command_line(parser, args)), args.no_write)
 
 
 if __name__ == "__main__":

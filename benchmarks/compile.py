@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from results_file import wrap_prose, write_section
+from results_file import command_line, publish, wrap_prose
 
 from robustlab.config import load_config
 from robustlab.experiment import train
@@ -94,13 +94,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print the section only")
     args = parser.parse_args()
-    command = "python benchmarks/compile.py" + "".join(
-        f" --{k} {v}" for k, v in (("batches", args.batches), ("repeats", args.repeats))
-        if v != {"batches": 40, "repeats": 2}[k])
-    text = section(measure(args), command)
-    print(text)
-    if not args.no_write:
-        write_section(text)
+    publish(section(measure(args), command_line(parser, args)), args.no_write)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,17 @@ def write_section(text: str) -> None:
     tmp = RESULTS.with_suffix(".md.tmp")
     tmp.write_text(new)
     os.replace(tmp, RESULTS)
+
+
+def command_line(parser, args) -> str:
+    """The command that made a section: the script and every option not left at its default."""
+    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                      if k != "no_write" and v != parser.get_default(k))
+    return f"python benchmarks/{parser.prog}{options}"
+
+
+def publish(text: str, no_write: bool) -> None:
+    """Print the section, and write it into results.md unless told not to."""
+    print(text)
+    if not no_write:
+        write_section(text)
