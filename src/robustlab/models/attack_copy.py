@@ -6,8 +6,8 @@ Folding is exact algebra (eval-mode BN is the affine map gamma (z - mu) / sqrt(v
 which merges into the conv's weight and bias; Ioffe & Szegedy 2015, Sec. 3.2, the usual
 inference fusion): the logits move by float rounding only (7e-9 on small_cnn, 5e-7 on resnet20),
 while a forward + input-backward of small_cnn costs 1.5x less and a forward 2.1x less on this
-2-core CPU (`python benchmarks/autoattack.py`, benchmarks/results.md): eval-mode BN is a
-memory-bound pass over every activation, as long as the convolution it follows on a 28x28 map.
+CPU at 1 thread (a pass-cost probe; eval-mode BN is a memory-bound pass over every activation).
+The whole AutoAttack gains less (benchmarks/results.md, `python benchmarks/autoattack.py`).
 A BN that does not directly follow a convolution (pre-activation ResNets) stays as it is.
 """
 
@@ -53,5 +53,5 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 def in_bfloat16(model: nn.Module) -> nn.Module:
     """model(x) under bfloat16 autocast, logits back in float32 (about 1e-2 from the float32
-    logits of small_cnn; 2.3x cheaper passes than the folded float32 copy on this CPU)."""
+    logits of small_cnn; 2.3x cheaper passes than the folded float32 copy at 1 thread here)."""
     return _Autocast(model).eval()

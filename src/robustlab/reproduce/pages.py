@@ -75,24 +75,24 @@ class Results:
             return None
         gray = detect.get("gray_box", {})
         if column == "white_d":
-            parts, of = [detect.get("white_box", {}).get("final", {})], "distortion"
+            parts = [detect.get("white_box", {}).get("final", {})]
         elif column == "gray AUC" or column in gray:
             parts = [v for k, v in gray.items() if column in ("gray AUC", k) and v["auc"] is not None]
-            of = "auc"
         else:
             return None
         if not parts or any("per_image" not in part for part in parts):
             return None
         scores = [{k: np.asarray(v) for k, v in part["per_image"].items()} for part in parts]
 
-        def statistic(w: np.ndarray) -> float:
-            if of == "distortion":
-                kept = w[scores[0]["index"]]
-                return float(np.average(scores[0]["distortion"], weights=kept)) if kept.sum() else np.nan
-            aucs = [detection_auc(p["clean"], p["adversarial"], w[p["index"]]) for p in scores]
-            return float(np.nanmean(aucs)) if not np.isnan(aucs).all() else float("nan")
+        def distortion(w: np.ndarray) -> float:
+            kept = w[scores[0]["index"]]
+            return float(np.average(scores[0]["distortion"], weights=kept)) if kept.sum() else np.nan
 
-        return int(detect["images"]), statistic
+        def mean_auc(w: np.ndarray) -> float:
+            aucs = [detection_auc(p["clean"], p["adversarial"], w[p["index"]]) for p in scores]
+            return np.nan if np.isnan(aucs).all() else float(np.nanmean(aucs))
+
+        return int(detect["images"]), distortion if column == "white_d" else mean_auc
 
     def images(self, recipe: str, column: str) -> int | None:
         """How many images an accuracy column was measured on (None: not an accuracy)."""
@@ -139,7 +139,8 @@ class Results:
         number), else two binomial estimates."""
         ra, rb = self.resampler(*high), self.resampler(*low)
         if ra is not None and rb is not None and ra[0] == rb[0]:  # both on the first n test images
-            return Comparison(*values, resampled=tuple(paired_bootstrap(ra[1], rb[1], ra[0])))
+            resampled = tuple(paired_bootstrap(ra[1], rb[1], ra[0]))
+            return Comparison(*values, at_least=at_least, resampled=resampled)
         a, b = self.outcome(*high), self.outcome(*low)
         if a is not None and b is not None and a[0] == b[0]:
             return Comparison(*values, at_least=at_least, paired=Paired.of(b[1], a[1]))
