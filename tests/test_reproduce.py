@@ -15,6 +15,7 @@ from robustlab.reproduce import BUDGETS, RECIPES, Budget, recipe_config, reprodu
 from robustlab.reproduce.claims import CLAIMS, Claim, standard_error
 from robustlab.reproduce.pages import Results, claim_rows, claims_section, paper_section
 from robustlab.reproduce.papers import TABLES, PaperTable
+from robustlab.reproduce.plan import ClaimEvaluation
 from robustlab.train import Callback, Diverged, Interrupted
 
 TINY = Budget("tiny", train_images=128, epochs=1, monitor_images=0, suite_images=6,
@@ -31,7 +32,7 @@ def test_every_recipe_has_a_config_under_each_budget(tmp_path, budget):
         cfg = recipe_config(recipe, BUDGETS[budget], "fashion-mnist", tmp_path)
         assert cfg.defense.recipe == recipe and cfg.run_dir == tmp_path / recipe
         assert cfg.model.name == "small_cnn"
-        if budget == "small":
+        if budget in ("small", "medium"):
             assert (cfg.data.train_limit, cfg.train.epochs, cfg.train.monitor_images) == (10_000, 2, 0)
         else:  # the configs' own schedule (15 epochs; free_at's 8 replays of 2 epochs cost as much)
             own = load_config(f"configs/{recipe}_fmnist.yaml")
@@ -46,7 +47,7 @@ def test_another_data_set_takes_its_own_eps(tmp_path):
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):
-    with pytest.raises(UserError, match="not a budget: choose small or full"):
+    with pytest.raises(UserError, match="not a budget: choose small or full or medium"):
         reproduce("tiny", out=str(tmp_path), results=None)
     with pytest.raises(UserError, match="unknown recipe.*nope"):
         reproduce("small", only="madry,nope", out=str(tmp_path), results=None)
@@ -244,8 +245,8 @@ def test_claims_are_checked_against_the_measured_numbers(tmp_path):
 def test_attacks_that_disagree_are_named(tmp_path):
     results = _fake_results(tmp_path)
     # PGD-20: 60 vs 80 reversed; AutoAttack made to agree with the claim: 96 vs 40
-    results.reports["agkd_bml"]["attacks"][1]["accuracy"] = 0.96
-    results.reports["madry"]["attacks"][1]["accuracy"] = 0.40
+    results.reports["agkd_bml"]["eval"]["attacks"][1]["accuracy"] = 0.96
+    results.reports["madry"]["eval"]["attacks"][1]["accuracy"] = 0.40
     import robustlab.reproduce.pages as pages
     claim = Claim("AGKD-BML", "Table 1", "more robust", "agkd_bml", "madry", ("PGD-20", "AutoAttack"))
     original = pages.CLAIMS
@@ -330,9 +331,9 @@ def test_results_combine_the_seeds_of_both_recipes(tmp_path):
     results = _fake_results(tmp_path)
     for name, pgd in (("madry_seed1", 0.78), ("agkd_bml_seed1", 0.66)):
         source = "madry" if name.startswith("madry") else "agkd_bml"
-        report = json.loads(json.dumps(results.reports[source]))
+        report = json.loads(json.dumps(results.reports[source]["eval"]))
         report["attacks"][0]["accuracy"] = pgd
-        results.reports[name] = report
+        results.reports[name] = {"eval": report}
         results.status["recipes"][name] = results.status["recipes"][source]
     results.status["seeds"] = 2
     c = results.comparison(("agkd_bml", "PGD-20"), ("madry", "PGD-20"), at_least=False)
@@ -384,7 +385,88 @@ def test_clean_accuracy_on_the_whole_split_is_not_paired_with_the_suites_images(
 
     results = _fake_results(tmp_path)
     for recipe in ("madry", "agkd_bml"):  # outcomes on the suite's 50 images; clean on 10,000
-        results.reports[recipe]["outcomes"] = {"images": {"count": 50, "digest": "d"},
+        results.reports[recipe]["eval"]["outcomes"] = {"images": {"count": 50, "digest": "d"},
                                                "clean": pack(torch.ones(50, dtype=torch.bool)), "robust": {}}
     c = results.comparison(("agkd_bml", "clean"), ("madry", "clean"), at_least=True)
     assert c.paired is None and c.images == (10_000, 10_000)
+
+
+def test_claim_columns_by_hand():
+    from robustlab.reproduce.claims import columns_of, compared_recipes
+
+    # madry is the lower side of AGKD-BML Table 1 (PGD-20; AGKD-BML-7: + AutoAttack), ATAT's and
+    # AAD's PGD claims (AAD: PGD-100, CW-100; both extend to AutoAttack)
+    assert columns_of("madry") == columns_of("madry", extensions=False) == {
+        "PGD-20", "PGD-100", "CW-100", "AutoAttack"}
+    assert columns_of("bml") == {"PGD-20", "AutoAttack"} and columns_of("bml", extensions=False) == {"PGD-20"}
+    # A3 is read on the lower side only (aad_madry PGD-20 vs aad_madry A3-PGD-20)
+    assert columns_of("aad_madry", extensions=False) == {"PGD-20", "PGD-100", "CW-100", "A3-PGD-20"}
+    assert columns_of("standard") == set() and columns_of("trades") == set()  # clean / detection; no claim
+    assert {"trades", "mart", "pivot", "fast_at", "free_at", "siamese_rvl"}.isdisjoint(compared_recipes())
+    assert len(compared_recipes()) == 16
+
+
+def test_every_claim_and_medium_column_is_a_papers_suite_label():
+    from robustlab.eval.suite import load_suite
+    from robustlab.reproduce.claims import NOT_SUITE
+
+    labels = {a.label for a in load_suite("papers").attacks}
+    for claim in CLAIMS:
+        for column in (*claim.columns, claim.lower_column or "clean"):
+            assert column in labels or column in NOT_SUITE, (claim.text, column)
+    for e in BUDGETS["medium"].claim_evaluations:
+        assert set(e.columns) <= labels, e
+
+
+def test_a_suite_keeps_only_the_columns_asked_in_its_order():
+    from robustlab.eval.suite import load_suite
+
+    papers = load_suite("papers")
+    only = papers.only(["PGD-20", "FGSM", "iter_ll eps x1"])
+    assert [a.label for a in only.attacks] == ["FGSM", "PGD-20", "iter_ll eps x1"]
+    assert only.attacks[2].eps_factor == 1 and not only.masking and not only.curves
+    assert only.fingerprint() != papers.only(["PGD-20"]).fingerprint()
+    with pytest.raises(ValueError, match="no column.*PGD-21"):
+        papers.only(["PGD-20", "PGD-21"])
+
+
+def test_the_medium_budget_detects_the_issues_differences():
+    """PGD-20 must resolve 3 points and AutoAttack 6 (exact McNemar, alpha 0.05, 80% power) with a
+    fifth of the images discordant; and the budget measures nothing no claim reads."""
+    from robustlab.eval.stats import detectable_difference
+
+    medium = {e.phase: e for e in BUDGETS["medium"].claim_evaluations}
+    assert "PGD-20" in medium["pgd"].columns and medium["autoattack"].columns == ("AutoAttack",)
+    assert 100 * detectable_difference(medium["pgd"].images, 0.2) < 3
+    assert 100 * detectable_difference(medium["autoattack"].images, 0.2) < 6
+    assert BUDGETS["medium"].claims_only and not BUDGETS["medium"].extensions
+
+
+CLAIMS_TINY = Budget("tiny", train_images=128, epochs=1, monitor_images=0, suite_images=0,
+                     detect=TINY.detect, claims_only=True, extensions=False,
+                     claim_evaluations=(ClaimEvaluation("pgd", 8, ("PGD-20",)),
+                                        ClaimEvaluation("long", 4, ("PGD-100",))))
+
+
+def test_a_claims_only_budget_measures_each_recipes_claim_columns(tmp_path):
+    out, page = tmp_path / "runs", tmp_path / "results.md"
+    status = reproduce(CLAIMS_TINY, only="standard,madry", dataset="synthetic", out=str(out),
+                       results=str(page), log=quiet)
+    madry, standard = status["recipes"]["madry"], status["recipes"]["standard"]
+    assert set(madry) == {"train", "clean", "eval pgd", "eval long"}  # no papers suite
+    assert (madry["eval pgd"]["images"], madry["eval long"]["images"]) == (8, 4)
+    assert json.loads(Path(madry["eval long"]["report"]).read_text())["suite"] == "papers (PGD-100)"
+    assert Path(madry["eval long"]["report"]).parent == out / "madry" / "claims_long"
+    assert set(standard) == {"train", "clean", "detect"}  # its claims read clean and detection only
+    results = Results(status)
+    assert results.recipes == ["standard", "madry"] and results.images("madry", "PGD-100") == 4
+    assert results.images("madry", "PGD-20") == 8 and results.value("madry", "worst case") is None
+    assert results.value("standard", "clean") == pytest.approx(100 * standard["clean"]["clean_accuracy"])
+    text = page.read_text()
+    assert "PGD-20 on the first 8" in text and "does not run the papers suite" in text
+    assert "PGD-20 on 8:" in text  # the power paragraph of "How this page was made"
+    with pytest.raises(UserError, match="unknown recipe.*trades for this budget"):
+        reproduce(CLAIMS_TINY, only="trades", dataset="synthetic", out=str(out), results=None, log=quiet)
+    again = reproduce(CLAIMS_TINY, only="standard,madry", dataset="synthetic", out=str(out), results=None,
+                      log=quiet)
+    assert again["calls"][-1]["phases"] == 0

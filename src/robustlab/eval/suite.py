@@ -84,6 +84,15 @@ class Suite:
         data = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(data).hexdigest()[:16]
 
+    def only(self, labels: list[str] | tuple[str, ...]) -> Suite:
+        """These columns alone, in the suite's order, without its curves, examples and large-eps
+        check (the gradient-masking probe still runs: it is cheap)."""
+        unknown = sorted(set(labels) - {a.label for a in self.attacks})
+        if unknown:
+            raise ValueError(f"suite {self.name} has no column(s) {', '.join(unknown)}")
+        kept = [a for a in self.attacks if a.label in labels]
+        return Suite(f"{self.name} ({', '.join(a.label for a in kept)})", kept)
+
 
 def suite_names() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))

@@ -13,6 +13,7 @@ from robustlab import __version__
 from robustlab.data import Batches, check_eps, default_eps
 from robustlab.errors import UserError
 from robustlab.eval import accuracy
+from robustlab.eval.suite import Suite, load_suite
 from robustlab.experiment.build import load_data, load_run
 from robustlab.experiment.rundir import RunDir, suite_state
 from robustlab.experiment.training import standard_source
@@ -39,17 +40,17 @@ def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | Non
             "dataset": ds.name, "model": cfg.model.name, "test_images": len(ds.test), "clean_accuracy": acc}
 
 
-def evaluate_suite(path: str | Path, suite_name: str, *, which: str = "last", limit: int | None = None,
-                   eps: float | None = None, data_dir: str | None = None, device: str = "auto",
+def evaluate_suite(path: str | Path, suite_name: str | Suite, *, which: str = "last",
+                   limit: int | None = None, eps: float | None = None, data_dir: str | None = None,
+                   device: str = "auto",
                    batch_size: int | None = None, source: str | None = None, out: str | None = None,
                    compile: bool = False, log: Callable[[str], None] = say) -> dict:
     """Run an evaluation suite on a saved model and write its report (rank 0 under torchrun);
     `compile` runs the model through torch.compile (train/device.compile_model)."""
-    from robustlab.eval.suite import load_suite
     from robustlab.eval.suite_run import Shard, run_suite
     from robustlab.report import write_report
 
-    suite = load_suite(suite_name)
+    suite = suite_name if isinstance(suite_name, Suite) else load_suite(suite_name)
     check_limit(limit)
     path = Path(path)
     loaded = load_run(path, which, data_dir)

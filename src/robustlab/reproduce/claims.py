@@ -71,6 +71,29 @@ CLAIMS = (
 )
 
 
+# Cells that are not a column of the papers suite: clean accuracy (the whole test split) and PDM's
+# detection numbers (the detect report).
+NOT_SUITE = ("clean", "gray AUC", "white_d")
+
+
+def compared_recipes() -> set[str]:
+    """Every recipe a claim compares."""
+    return {name for claim in CLAIMS for name in (claim.higher, claim.lower)}
+
+
+def columns_of(recipe: str, extensions: bool = True) -> set[str]:
+    """The papers-suite columns the claims read for `recipe` (the paper's own, and with
+    `extensions` robustlab's checks the paper did not make)."""
+    columns = set()
+    for claim in CLAIMS:
+        kept = [c for c in claim.columns if extensions or c not in claim.extension]
+        if claim.higher == recipe:
+            columns.update(kept)
+        if claim.lower == recipe:
+            columns.update(claim.lower_column or c for c in kept)
+    return columns - set(NOT_SUITE)
+
+
 def standard_error(value: float, images: int | None) -> float | None:
     """Binomial standard error of an accuracy in percent measured on `images` images."""
     if images is None or images <= 0:

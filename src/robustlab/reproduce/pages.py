@@ -18,7 +18,7 @@ import numpy as np
 
 from robustlab.detectors import detection_auc
 from robustlab.eval.outcomes import unpack
-from robustlab.eval.stats import Paired, paired_bootstrap
+from robustlab.eval.stats import Paired, detectable_difference, paired_bootstrap
 from robustlab.report.fmt import num
 from robustlab.report.sections import Section, write_sections_page
 from robustlab.reproduce.claims import CLAIMS, Claim, standard_error
@@ -35,25 +35,48 @@ class Results:
 
     def __init__(self, status: dict):
         self.status = status
-        self.reports: dict[str, dict] = {}
+        self.reports: dict[str, dict[str, dict]] = {}  # recipe -> eval phase -> its report
         self.detects: dict[str, dict] = {}
         for recipe, phases in status.get("recipes", {}).items():
-            if "eval" in phases and Path(phases["eval"]["report"]).is_file():
-                self.reports[recipe] = json.loads(Path(phases["eval"]["report"]).read_text())
+            for phase, record in phases.items():
+                report = Path(record.get("report", ""))
+                if phase.startswith("eval") and report.is_file():
+                    self.reports.setdefault(recipe, {})[phase] = json.loads(report.read_text())
             if "detect" in phases and Path(phases["detect"]["report"]).is_file():
                 self.detects[recipe] = json.loads(Path(phases["detect"]["report"]).read_text())
-        self.recipes = [r for r in RECIPES if r in self.reports]
+        self.recipes = [r for r in RECIPES if r in self.reports or self._clean_record(r) is not None]
+
+    def suite_report(self, recipe: str) -> dict | None:
+        """The report of the whole papers suite (the worst case and the masking checks)."""
+        return self.reports.get(recipe, {}).get("eval")
+
+    def phase_with(self, recipe: str, column: str) -> str | None:
+        """The first of the recipe's evaluation phases whose report has this column."""
+        return next((phase for phase, report in self.reports.get(recipe, {}).items()
+                     if any(a["label"] == column for a in report["attacks"])), None)
+
+    def report_with(self, recipe: str, column: str) -> dict | None:
+        phase = self.phase_with(recipe, column)
+        return None if phase is None else self.reports[recipe][phase]
+
+    def _clean_record(self, recipe: str) -> dict | None:
+        """The reproduce.json record with the recipe's clean accuracy: its own phase, or the papers
+        suite's (whose report must still be there)."""
+        phases = self.status.get("recipes", {}).get(recipe, {})
+        return phases.get("clean") or (phases["eval"] if self.suite_report(recipe) is not None else None)
 
     def value(self, recipe: str, column: str) -> float | None:
         """Accuracy in percent, or a detection number (AUC, distortion d, Davies-Bouldin)."""
         if column == "clean":
-            phases = self.status["recipes"].get(recipe, {})
-            return 100 * phases["eval"]["clean_accuracy"] if recipe in self.reports else None
-        report = self.reports.get(recipe)
-        if report is not None and column not in DETECTION:
-            if column == "worst case":
-                return 100 * report["worst_case"]["accuracy"]
-            return next((100 * a["accuracy"] for a in report["attacks"] if a["label"] == column), None)
+            record = self._clean_record(recipe)
+            return None if record is None else 100 * record["clean_accuracy"]
+        if column == "worst case":
+            report = self.suite_report(recipe)
+            return None if report is None else 100 * report["worst_case"]["accuracy"]
+        if column not in DETECTION:
+            report = self.report_with(recipe, column)
+            return None if report is None else next(100 * a["accuracy"] for a in report["attacks"]
+                                                    if a["label"] == column)
         detect = self.detects.get(recipe)
         if detect is None:
             return None
@@ -95,16 +118,20 @@ class Results:
         return int(detect["images"]), distortion if column == "white_d" else mean_auc
 
     def images(self, recipe: str, column: str) -> int | None:
-        """How many images an accuracy column was measured on (None: not an accuracy)."""
-        if column in DETECTION or recipe not in self.reports:
+        """How many images an accuracy column was measured on (None: not an accuracy, or not measured)."""
+        if column in DETECTION:
             return None
-        evaluated = self.status["recipes"][recipe]["eval"]
-        return evaluated["clean_images"] if column == "clean" else evaluated["images"]
+        if column == "clean":
+            record = self._clean_record(recipe)
+            return None if record is None else record["clean_images"]
+        phase = self.phase_with(recipe, column)
+        return None if phase is None else self.status["recipes"][recipe][phase]["images"]
 
     def outcome(self, recipe: str, column: str):
         """(images digest, the per-image mask of `column`) from the report's outcomes, or None
         (a schema-1 report, or a column without one)."""
-        outcomes = self.reports.get(recipe, {}).get("outcomes")
+        report = self.report_with(recipe, column) if column != "clean" else self.suite_report(recipe)
+        outcomes = None if report is None else report.get("outcomes")
         if outcomes is None:
             return None
         if column == "clean" and self.images(recipe, column) != outcomes["images"]["count"]:
@@ -154,7 +181,7 @@ class Results:
 
     def setting(self) -> tuple[str, str, float]:
         """(data set, model, eps) of this reproduction."""
-        report = next(iter(self.reports.values()), {})
+        report = next((r for reports in self.reports.values() for r in reports.values()), {})
         return report.get("dataset", "?"), report.get("model", "?"), report.get("eps", 0.0)
 
 
@@ -214,32 +241,69 @@ def overview_section(results: Results) -> Section:
             rows.append([recipe, "diverged", *["-"] * (len(OVERVIEW) + 3),
                          f"{train['seconds'] / 60:.1f}", "-"])
             continue
-        if recipe not in results.reports:
+        if recipe not in results.recipes:
             continue
-        report = results.reports[recipe]
-        checks = report.get("masking", {}).get("checks", [])
-        flagged = [c["name"] for c in checks if c["status"] not in ("pass", "skip")]
         gap = _gap(results, recipe)
+        evaluated = sum(v["seconds"] for k, v in phases.items() if k.startswith("eval"))
         rows.append([recipe, _fmt(results.value(recipe, "clean")),
                      *[_fmt(results.value(recipe, c)) for c in OVERVIEW],
                      _fmt(results.value(recipe, "worst case")),
-                     "-" if gap is None else f"{gap:+.1f}",
-                     ", ".join(flagged) or f"{sum(c['status'] == 'pass' for c in checks)} pass",
-                     f"{train.get('seconds', 0) / 60:.1f}", f"{phases['eval']['seconds'] / 60:.1f}"])
-    n = results.status.get("suite_images")
+                     "-" if gap is None else f"{gap:+.1f}", _masking_cell(results.suite_report(recipe)),
+                     f"{train.get('seconds', 0) / 60:.1f}", f"{evaluated / 60:.1f}"])
     return Section(
         "Every recipe",
-        f"Accuracy in percent: clean on the whole test split, the attacks on the first {n} test images "
-        f"(binomial standard error up to +-{standard_error(50, n):.1f} points), white-box, L-inf eps "
-        f"{results.setting()[2]:.4g}. Worst case: an image counts as robust only if every attack of the "
-        "suite fails on it. AA gap: AutoAttack minus PGD-20 (a large negative gap: PGD overestimates "
-        "the robustness). Masking: the gradient-masking checks that did not pass. Minutes: wall "
-        "time of training (with any teacher, source or image bank it built first) and of the suite. "
+        f"Accuracy in percent: clean on the whole test split, {_images_text(results.status)}, white-box, "
+        f"L-inf eps {results.setting()[2]:.4g}. Worst case: an image counts as robust only if every attack "
+        "of the papers suite fails on it. AA gap: AutoAttack minus PGD-20 (a large negative gap: PGD "
+        "overestimates the robustness; on different images when the budget measures them on different "
+        "numbers). Masking: the gradient-masking checks of the papers suite that did not pass. Minutes: "
+        "wall time of training (with any teacher, source or image bank it built first) and of the suites. "
         "All recipes train for the same epochs; free_at replays each batch m = 8 times, so it takes 8x "
         "the optimizer steps of the others (its paper divides the epochs by m to match standard "
         "training's cost).",
         head=["recipe", "clean", *OVERVIEW, "worst case", "AA gap", "masking", "train min", "eval min"],
         rows=rows)
+
+
+def _masking_cell(report: dict | None) -> str:
+    """The checks that did not pass, or how many passed; "-" without a papers-suite report."""
+    if report is None:
+        return "-"
+    checks = report.get("masking", {}).get("checks", [])
+    flagged = [c["name"] for c in checks if c["status"] not in ("pass", "skip")]
+    return ", ".join(flagged) or f"{sum(c['status'] == 'pass' for c in checks)} pass"
+
+
+def _images_text(status: dict) -> str:
+    """Which test images the attacks ran on, with the binomial standard error that allows."""
+    parts = []
+    if status.get("suite_images"):
+        n = status["suite_images"]
+        parts.append(f"the papers suite on the first {n:,} test images (binomial standard error up to "
+                     f"+-{standard_error(50, n):.1f} points)")
+    for e in status.get("claim_evaluations", []):
+        parts.append(f"{', '.join(e['columns'])} on the first {e['images']:,} (up to "
+                     f"+-{standard_error(50, e['images']):.1f}), each only for the recipes whose claims "
+                     "read it")
+    return "; ".join(parts)
+
+
+def _power_text(status: dict) -> str:
+    """Why a budget's claim evaluations have the images they have: the paired difference each
+    detects (exact McNemar at alpha 0.05, 80% power) for a typical share of discordant images."""
+    parts = [f"{e['columns'][0]} on {e['images']:,}: {100 * detectable_difference(e['images'], 0.2):.1f} "
+             f"points ({100 * detectable_difference(e['images'], 0.1):.1f})"
+             for e in status.get("claim_evaluations", [])]
+    if not parts:
+        return ""
+    return (" How the images were chosen: the paired test's power depends on the share of images on "
+            "which two models disagree (the share seen here is in each claim's detectable difference "
+            "below). The smallest difference each evaluation detects at 80% power (alpha "
+            "0.05, two-sided) when 20% of the images are discordant (10% in brackets): "
+            + "; ".join(parts) + ". Each attack's images are the most its cost allows in 2 hours on 2 CPU "
+            "cores with small's training: PGD-20 costs 21 passes an image, PGD-100 and CW-100 101, "
+            "AutoAttack thousands on a robust model (benchmarks/results.md), so AutoAttack is run only where "
+            "a paper claims it. The detection phase keeps small's settings.")
 
 
 def _gap(results: Results, recipe: str) -> float | None:
@@ -296,7 +360,9 @@ def claims_section(results: Results) -> Section:
             "the white-box distortion are tested by a paired bootstrap over the detection images (both "
             "models on the same 2,000 resamples) when the detect reports keep their per-image scores, "
             "else shown by sign only. AutoAttack columns marked \"not "
-            "in the paper\" are robustlab's check of a claim the paper makes under PGD.")
+            "in the paper\" are robustlab's check of a claim the paper makes under PGD"
+            + (" (this budget does not measure them: it spends AutoAttack where a paper claims it)."
+               if results.status.get("extensions") is False else "."))
     paper_way = sum(_goes_paper_way(r) for r in measured)
     text += (f" In point estimates alone, {paper_way} of {len(measured)} comparisons go the paper's way.")
     failed = [f"{claim.text} ({', '.join(r[2] for r in claim_rows_ if _kind(r[5]) == 'reversed')})"
@@ -350,12 +416,17 @@ def detection_section(results: Results) -> Section | None:
 def masking_section(results: Results) -> Section:
     rows = []
     for recipe in results.recipes:
-        for check in results.reports[recipe].get("masking", {}).get("checks", []):
+        report = results.suite_report(recipe) or {}
+        for check in report.get("masking", {}).get("checks", []):
             if check["status"] not in ("pass", "skip"):
                 rows.append([recipe, check["name"], check["status"], check["message"]])
-    text = ("Every check passed for every recipe: no sign of gradient masking." if not rows else
-            "The gradient-masking checks that did not pass (each report.html explains the checks); a "
-            "model listed here may be less robust than its PGD numbers say.")
+    if not any(results.suite_report(r) for r in results.recipes):
+        text = ("This budget does not run the papers suite, whose gradient-masking checks this section "
+                "reports: the small budget's page has them.")
+    else:
+        text = ("Every check passed for every recipe: no sign of gradient masking." if not rows else
+                "The gradient-masking checks that did not pass (each report.html explains the checks); a "
+                "model listed here may be less robust than its PGD numbers say.")
     return Section("Gradient-masking checks", text, head=["recipe", "check", "status", "message"], rows=rows)
 
 
@@ -364,12 +435,13 @@ def time_section(results: Results) -> Section:
     totals = {p: 0.0 for p in phases}
     for recipe_phases in results.status["recipes"].values():
         for p in phases:
-            totals[p] += recipe_phases.get(p, {}).get("seconds", 0.0)
+            totals[p] += sum(v.get("seconds", 0.0) for k, v in recipe_phases.items()
+                             if k == p or (p == "eval" and k.startswith("eval")))
     total = sum(totals.values())
     return Section(
         "Time", f"Budget {results.status['budget']}: {results.status.get('about', '')}. Recorded compute "
         f"time of every phase, summed over the recipes (minutes): training {totals['train'] / 60:.1f} "
-        f"(teachers, sources and image banks included), papers suite {totals['eval'] / 60:.1f}, detection "
+        f"(teachers, sources and image banks included), suites {totals['eval'] / 60:.1f}, detection "
         f"{totals['detect'] / 60:.1f}; total {total / 60:.1f}. " + _calls_line(results.status))
 
 
@@ -397,7 +469,7 @@ def write_pages(status: dict, out_dir: Path, results_md: Path) -> list[Path]:
                 f"{eps}, every recipe from configs/<recipe>_fmnist.yaml with the same model, data and "
                 f"epochs, runs in {out_dir}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
                 "The text and tables are generated from the numbers; do not edit by hand, run reproduce "
-                "again."),
+                "again." + _power_text(status)),
         overview_section(results), claims, masking_section(results)]
     detection = detection_section(results)
     if detection is not None:
@@ -414,7 +486,8 @@ def write_pages(status: dict, out_dir: Path, results_md: Path) -> list[Path]:
                         for t in tables if t not in measured)
             + ". `robustlab explain --what transfer` and `robustlab attack` measure them."))
     sections.append(time_section(results))
-    values = {r: {a["label"]: a["accuracy"] for a in results.reports[r]["attacks"]} for r in results.recipes}
+    values = {r: {a["label"]: a["accuracy"] for report in reversed(results.reports.get(r, {}).values())
+                  for a in report["attacks"]} for r in results.recipes}
     numbers = {"status": status, "values": values}
     title = f"robustlab results: every recipe on {dataset} ({status['budget']} budget)"
     files = write_sections_page(title, sections, numbers, results_md.parent, stem=results_md.stem)

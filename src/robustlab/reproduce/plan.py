@@ -17,6 +17,17 @@ DETECTED = ("standard", "rce", "siamese_rvl", "pdm")
 
 
 @dataclass(frozen=True)
+class ClaimEvaluation:
+    """Some columns of the papers suite on the first `images` test images, run for each recipe on
+    those of `columns` that its claims compare (claims.columns_of): the images a claim's power needs,
+    spent only where a claim reads them."""
+
+    phase: str                 # its name in reproduce.json ("eval <phase>") and the run's claims_<phase>/
+    images: int
+    columns: tuple[str, ...]   # papers-suite labels
+
+
+@dataclass(frozen=True)
 class Budget:
     """How much of the papers' protocol a reproduction runs. None keeps the config's value."""
 
@@ -24,9 +35,12 @@ class Budget:
     train_images: int | None   # a seeded subset of the training split
     epochs: int | None
     monitor_images: int | None  # the robust monitor's held-out images (0: off)
-    suite_images: int           # the first N test images for the papers suite
+    suite_images: int           # the first N test images for the whole papers suite (0: off)
     detect: dict = field(default_factory=dict)  # options of `detection.detect`
     about: str = ""
+    claim_evaluations: tuple[ClaimEvaluation, ...] = ()
+    claims_only: bool = False   # train only the recipes the claims compare (detect the PDM family among them)
+    extensions: bool = True     # measure the columns the papers did not (claims.Claim.extension)
 
     def overrides(self) -> list[str]:
         pairs = {"data.train_limit": self.train_images, "train.epochs": self.epochs,
@@ -50,6 +64,22 @@ BUDGETS = {
                    about="the configs' schedules on every training image; papers suite on the first "
                          "1,000 test images; detection with PDM's settings (200 images, 1,000 "
                          "iterations)"),
+    # Sized by the power of the paired test for 2 hours on 2 CPU cores (the reasoning is printed in
+    # docs/results.md, "How this page was made"): small's training, then only the cells the claims read.
+    "medium": Budget("medium", train_images=10_000, epochs=2, monitor_images=0, suite_images=0,
+                     detect={"images": 50, "per_class": 500, "cw_hc_steps": 50, "wb_steps": 50,
+                             "proxy_epochs": 1},
+                     claim_evaluations=(
+                         # A3-PGD-20 is compared with PGD-20 on the same model: on the same images
+                         ClaimEvaluation("pgd", 4000, ("PGD-20", "A3-PGD-20", "iter_ll eps x1",
+                                                       "iter_FGSM eps x1", "step_ll eps x1")),
+                         ClaimEvaluation("long", 1000, ("PGD-100", "CW-100")),
+                         ClaimEvaluation("autoattack", 500, ("AutoAttack",))),
+                     claims_only=True, extensions=False,
+                     about="small's training (10,000 images x 2 epochs) for the recipes the claims compare; "
+                           "each claim's columns only: PGD-20, A3 and Cascade's one-step / iterative "
+                           "attacks on the first 4,000 test images, PGD-100 and CW-100 on 1,000, AutoAttack "
+                           "(where the paper claims it) on 500; detection as small"),
 }
 
 

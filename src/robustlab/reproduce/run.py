@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from robustlab.config import Config, load_config
 from robustlab.errors import UserError
+from robustlab.eval.suite import Suite, load_suite
 from robustlab.io import atomic_write_text
+from robustlab.reproduce.claims import columns_of, compared_recipes
 from robustlab.reproduce.plan import BUDGETS, DETECTED, RECIPES, Budget, detect_flags, seed_name
 
 STATUS = "reproduce.json"
@@ -53,15 +55,18 @@ def seeded_configs(recipe: str, budget: Budget, dataset: str, out_dir: Path, con
     return cfgs
 
 
-def select_recipes(only: str | None) -> list[str]:
+def select_recipes(only: str | None, budget: Budget | None = None) -> list[str]:
+    """The recipes to run: every one (a claims-only budget: those the claims compare), or --only's."""
+    recipes = [r for r in RECIPES if budget is None or not budget.claims_only or r in compared_recipes()]
     if not only:
-        return list(RECIPES)
+        return recipes
     chosen = [r.strip() for r in only.split(",") if r.strip()]
-    unknown = [r for r in chosen if r not in RECIPES]
+    unknown = [r for r in chosen if r not in recipes]
     if unknown or not chosen:
-        raise UserError(f"--only: unknown recipe(s) {', '.join(unknown) or '(none given)'}; choose from "
-                        f"{', '.join(RECIPES)}")
-    return [r for r in RECIPES if r in chosen]
+        raise UserError(f"--only: unknown recipe(s) {', '.join(unknown) or '(none given)'}"
+                        f"{' for this budget' if len(recipes) < len(RECIPES) else ''}; choose from "
+                        f"{', '.join(recipes)}")
+    return [r for r in recipes if r in chosen]
 
 
 class Status:
@@ -174,25 +179,58 @@ def _fresh(done: dict | None, checkpoint: Checkpoint, **settings) -> bool:
             and all(done.get(k) == v for k, v in settings.items()) and Path(done["report"]).is_file())
 
 
-def eval_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> bool:
-    """Clean accuracy on the whole test split, then the papers suite on the budget's images;
-    False when its record is still valid."""
-    from robustlab.eval.suite import load_suite
-    from robustlab.experiment import evaluate_clean, evaluate_suite
+def evaluations(recipe: str, budget: Budget) -> list[tuple[str, Suite, int, str | None]]:
+    """(phase, suite, images, report directory in the run or None for its report/) of each
+    evaluation the budget runs on `recipe`: the whole papers suite, then each claim evaluation's
+    columns that the recipe's claims read."""
+    papers = load_suite("papers")
+    runs = [("eval", papers, budget.suite_images, None)] if budget.suite_images else []
+    needed = columns_of(recipe, budget.extensions)
+    for e in budget.claim_evaluations:
+        columns = [c for c in e.columns if c in needed]
+        if columns:
+            runs.append((f"eval {e.phase}", papers.only(columns), e.images, f"claims_{e.phase}"))
+    return runs
 
-    checkpoint, suite = last_checkpoint(cfg), load_suite("papers").fingerprint()
-    if _fresh(status.get(cfg.name, "eval"), checkpoint, images=budget.suite_images, suite=suite):
+
+def eval_phase(cfg: Config, phase: str, suite: Suite, images: int, report_dir: str | None,
+               status: Status, log: Callable[[str], None]) -> bool:
+    """`suite` on the first `images` test images (the papers suite's phase "eval" first measures
+    clean accuracy on the whole test split); False when its record is still valid."""
+    from robustlab.experiment import evaluate_suite
+
+    checkpoint, fingerprint = last_checkpoint(cfg), suite.fingerprint()
+    if _fresh(status.get(cfg.name, phase), checkpoint, images=images, suite=fingerprint):
         return False
-    log(f"== {cfg.name}: papers suite on {budget.suite_images} test images")
+    log(f"== {cfg.name}: {suite.name} suite on {images} test images")
     start = time.perf_counter()
-    clean = evaluate_clean(cfg.run_dir)
-    report = evaluate_suite(cfg.run_dir, "papers", limit=budget.suite_images, log=log)
-    status.put(cfg.name, "eval", {"checkpoint": checkpoint.identity, "step": checkpoint.step,
-                                  "images": budget.suite_images, "suite": suite,
-                                  "clean_accuracy": clean["clean_accuracy"],
-                                  "clean_images": clean["test_images"],
-                                  "report": report["files"]["json"], "seconds": time.perf_counter() - start})
+    clean = _clean(cfg) if phase == "eval" else {}
+    out = None if report_dir is None else str(Path(cfg.run_dir) / report_dir)
+    report = evaluate_suite(cfg.run_dir, suite, limit=images, out=out, log=log)
+    status.put(cfg.name, phase, {"checkpoint": checkpoint.identity, "step": checkpoint.step,
+                                 "images": images, "suite": fingerprint, **clean,
+                                 "report": report["files"]["json"], "seconds": time.perf_counter() - start})
     return True
+
+
+def clean_phase(cfg: Config, status: Status, log: Callable[[str], None]) -> bool:
+    """Clean accuracy on the whole test split alone (a budget without the papers suite); False
+    when its record is still valid."""
+    checkpoint, done = last_checkpoint(cfg), status.get(cfg.name, "clean")
+    if done is not None and done.get("checkpoint") == checkpoint.identity:
+        return False
+    log(f"== {cfg.name}: clean accuracy")
+    start = time.perf_counter()
+    status.put(cfg.name, "clean", {"checkpoint": checkpoint.identity, "step": checkpoint.step, **_clean(cfg),
+                                   "seconds": time.perf_counter() - start})
+    return True
+
+
+def _clean(cfg: Config) -> dict:
+    from robustlab.experiment import evaluate_clean
+
+    clean = evaluate_clean(cfg.run_dir)
+    return {"clean_accuracy": clean["clean_accuracy"], "clean_images": clean["test_images"]}
 
 
 def detect_phase(cfg: Config, budget: Budget, status: Status, log: Callable[[str], None]) -> bool:
@@ -232,19 +270,23 @@ def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "
     if dataset not in DATASETS.names():
         raise UserError(f"--dataset={dataset!r} is not a data set: choose from {', '.join(DATASETS.names())}")
     out_dir = Path(out) if out else Path("runs") / "reproduce" / f"{budget.name}_{dataset}"
-    recipes = select_recipes(only)
+    recipes = select_recipes(only, budget)
     cfgs = {cfg.name: (recipe, cfg) for recipe in recipes
             for cfg in seeded_configs(recipe, budget, dataset, out_dir, Path(configs), seeds)}
     out_dir.mkdir(parents=True, exist_ok=True)
     status = Status(out_dir / STATUS, {"budget": budget.name, "about": budget.about, "dataset": dataset,
                                        "suite": "papers", "suite_images": budget.suite_images,
-                                       "detect": budget.detect})
+                                       "claim_evaluations": [asdict(e) for e in budget.claim_evaluations],
+                                       "extensions": budget.extensions, "detect": budget.detect})
     status.data["seeds"] = max(seeds, status.data.get("seeds", 1))  # a later call may add seeds
     start = time.perf_counter()
     outcomes = {name: train_phase(cfg, status, log) for name, (_, cfg) in cfgs.items()}
     trained = [name for name in cfgs if outcomes[name] != "diverged"]
     ran = sum(o == "ran" for o in outcomes.values())
-    ran += sum(eval_phase(cfgs[name][1], budget, status, log) for name in trained)
+    if not budget.suite_images:
+        ran += sum(clean_phase(cfgs[name][1], status, log) for name in trained)
+    ran += sum(eval_phase(cfgs[name][1], *evaluation, status, log) for name in trained
+               for evaluation in evaluations(cfgs[name][0], budget))
     ran += sum(detect_phase(cfgs[name][1], budget, status, log) for name in trained
                if cfgs[name][0] in DETECTED)
     seconds = time.perf_counter() - start
