@@ -42,11 +42,12 @@ def evaluate_clean(path: str | Path, *, which: str = "last", data_dir: str | Non
 
 def evaluate_suite(path: str | Path, suite_name: str | Suite, *, which: str = "last",
                    limit: int | None = None, eps: float | None = None, data_dir: str | None = None,
-                   device: str = "auto",
-                   batch_size: int | None = None, source: str | None = None, out: str | None = None,
-                   compile: bool = False, log: Callable[[str], None] = say) -> dict:
-    """Run an evaluation suite on a saved model and write its report (rank 0 under torchrun);
-    `compile` runs the model through torch.compile (train/device.compile_model)."""
+                   device: str = "auto", batch_size: int | None = None, source: str | None = None,
+                   out: str | None = None, compile: bool = False,
+                   log: Callable[[str], None] = say) -> dict:
+    """Run an evaluation suite (a built-in name, a YAML path or a `Suite`) on a saved model and write
+    its report (rank 0 under torchrun); `compile` runs the model through torch.compile
+    (train/device.compile_model)."""
     from robustlab.eval.suite_run import Shard, run_suite
     from robustlab.report import write_report
 

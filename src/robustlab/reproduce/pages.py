@@ -21,13 +21,18 @@ from robustlab.eval.outcomes import unpack
 from robustlab.eval.stats import Paired, detectable_difference, paired_bootstrap
 from robustlab.report.fmt import num
 from robustlab.report.sections import Section, write_sections_page
-from robustlab.reproduce.claims import CLAIMS, Claim, standard_error
+from robustlab.reproduce.claims import CLAIMS, DETECTION, Claim, standard_error
 from robustlab.reproduce.papers import PaperTable, tables_for
 from robustlab.reproduce.plan import DETECTED, RECIPES, detect_flags, seed_name
 from robustlab.reproduce.verdicts import ALPHA, MARGIN, Comparison, decide
 
 DAGGER = "†"
 OVERVIEW = ("FGSM", "PGD-20", "PGD-100", "CW-100", "A3-PGD-20", "AutoAttack")
+
+
+def is_eval(phase: str) -> bool:
+    """An evaluation phase of reproduce.json: "clean", the papers suite's "eval", "eval <claims>"."""
+    return phase == "clean" or phase.startswith("eval")
 
 
 class Results:
@@ -40,7 +45,7 @@ class Results:
         for recipe, phases in status.get("recipes", {}).items():
             for phase, record in phases.items():
                 report = Path(record.get("report", ""))
-                if phase.startswith("eval") and report.is_file():
+                if is_eval(phase) and report.is_file():
                     self.reports.setdefault(recipe, {})[phase] = json.loads(report.read_text())
             if "detect" in phases and Path(phases["detect"]["report"]).is_file():
                 self.detects[recipe] = json.loads(Path(phases["detect"]["report"]).read_text())
@@ -185,9 +190,6 @@ class Results:
         return report.get("dataset", "?"), report.get("model", "?"), report.get("eps", 0.0)
 
 
-# Columns that are detection numbers, not accuracies (PDM Tables 2-4, Fig. 2).
-DETECTION = ("FGSM-0.05", "FGSM-0.1", "BIM-0.05", "BIM-0.1", "C&W", "C&W-hc", "JSMA", "gray AUC",
-             "white_d", "black_auc", "davies_bouldin")
 
 
 def _fmt(value: float | None, accuracy: bool = True) -> str:
@@ -244,7 +246,7 @@ def overview_section(results: Results) -> Section:
         if recipe not in results.recipes:
             continue
         gap = _gap(results, recipe)
-        evaluated = sum(v["seconds"] for k, v in phases.items() if k.startswith("eval"))
+        evaluated = sum(v["seconds"] for k, v in phases.items() if is_eval(k))
         rows.append([recipe, _fmt(results.value(recipe, "clean")),
                      *[_fmt(results.value(recipe, c)) for c in OVERVIEW],
                      _fmt(results.value(recipe, "worst case")),
@@ -436,7 +438,7 @@ def time_section(results: Results) -> Section:
     for recipe_phases in results.status["recipes"].values():
         for p in phases:
             totals[p] += sum(v.get("seconds", 0.0) for k, v in recipe_phases.items()
-                             if k == p or (p == "eval" and k.startswith("eval")))
+                             if (is_eval(k) if p == "eval" else k == p))
     total = sum(totals.values())
     return Section(
         "Time", f"Budget {results.status['budget']}: {results.status.get('about', '')}. Recorded compute "
