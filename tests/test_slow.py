@@ -1,5 +1,6 @@
 """Long checks (`make test-slow`): real Fashion-MNIST training, the CLI under torchrun."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,9 +59,7 @@ def test_madry_beats_standard_under_pgd_and_fast_at_does_not_overfit(tmp_path):
 @pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
     """scripts/gpu_check.sh --dry-run: the GPU check's every step, tiny, on the CPU."""
-    import json
     import os
-    import subprocess
 
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run"], cwd=root, capture_output=True,
@@ -100,3 +99,51 @@ def test_autoattack_robustlab_impl_agrees_with_the_reference_on_a_robust_model(t
     assert 0.3 < reference.float().mean() < 0.9  # a robust model, not a broken or a blank one
     assert abs(int(ours.sum()) - int(reference.sum())) <= 1
     assert int((ours & ~reference).sum()) <= 1  # robust under ours, broken by the reference
+
+
+# Two fresh processes reproduce the recipes whose seeding the Fidelity issue fixed (sml,
+# siamese_rvl, pdm) and the detection baseline: training, the papers suite and KDE detection.
+REPRODUCTION = """
+import sys
+from robustlab.reproduce import Budget, reproduce
+budget = Budget("bits", train_images=1024, epochs=1, monitor_images=0, suite_images=20,
+                detect={"images": 20, "per_class": 50, "cw_hc_steps": 5, "wb_steps": 5, "proxy_epochs": 1})
+reproduce(budget, only="standard,sml,siamese_rvl,pdm", out=sys.argv[1], results=sys.argv[2],
+          log=lambda _: None)
+"""
+
+
+TIMES = ("seconds", "created", "calls", "images_per_s")
+
+
+def without_times(value):
+    """What two runs must share: every number but how long things took and when."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if not any(t in k for t in TIMES)}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
+def reproduction(out: Path) -> dict:
+    """A fresh process's reproduction: its page's numbers and every report it wrote, with the run
+    directory's path taken out of the text (so two directories compare equal)."""
+    page = out / "results.md"
+    done = subprocess.run([sys.executable, "-c", REPRODUCTION, str(out / "runs"), str(page)],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    texts = {"page": page.with_suffix(".json").read_text()}
+    texts |= {str(f.relative_to(out)): f.read_text() for f in sorted((out / "runs").rglob("report*.json"))}
+    return {name: without_times(json.loads(text.replace(str(out), "RUN"))) for name, text in texts.items()}
+
+
+def test_two_reproductions_agree_to_the_bit(tmp_path):
+    """Issue 23: two reproduce calls in fresh processes give the same weights (the checkpoint
+    digests in reproduce.json), accuracies, per-image outcomes and detection numbers, to the bit
+    (~10 min)."""
+    first, second = reproduction(tmp_path / "a"), reproduction(tmp_path / "b")
+    page = first["page"]
+    assert set(page["values"]) == {"standard", "sml", "siamese_rvl", "pdm"}
+    assert all(phases["train"]["status"] == "done" for phases in page["status"]["recipes"].values())
+    assert len(first) > 4  # the page and the recipes' suite and detection reports
+    assert first == second
