@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import binomtest
+from sklearn.metrics import roc_auc_score
 
 from robustlab.detectors import detection_auc
 from robustlab.eval.stats import (
@@ -95,6 +96,11 @@ def test_a_weighted_auc_is_the_auc_of_the_repeated_images():
     assert detection_auc(clean, adv, weights) == pytest.approx(
         sum((a < c) + 0.5 * (a == c) for c, a in pairs) / len(pairs))
     assert math.isnan(detection_auc(clean, adv, np.zeros(4)))
+    # ties (an adversarial score equal to a clean one) count half, as scikit-learn's AUC does
+    tied_adv = np.array([1.0, 2.0, 2.0, 3.0])
+    assert detection_auc(clean, tied_adv, weights) == pytest.approx(
+        roc_auc_score(np.repeat([0, 1], 4), -np.concatenate([clean, tied_adv]),
+                      sample_weight=np.concatenate([weights, weights])), rel=1e-12)
 
 
 def test_paired_bootstrap_resamples_the_same_images_for_both_statistics():
