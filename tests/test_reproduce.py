@@ -201,7 +201,11 @@ def test_verdicts_are_tests_holm_adjusted_over_the_page():
     assert texts[0] == f"holds (p {3 * p:.2g} after Holm)"
     assert texts[1].startswith("not resolved (p ") and "this budget detects" in texts[1]
     # the weak comparison's detectable difference: (1.96 + 0.84) * sqrt(25 / 1000 / 1000)
-    assert f"detects {100 * 2.801585 * (25 / 1000) ** 0.5 / 1000 ** 0.5:.1f} points" in texts[1]
+    assert f"detects {100 * 2.801585 * (25 / 1000) ** 0.5 / 1000 ** 0.5:.1f} points at 80% power and " \
+        "alpha 0.05" in texts[1]
+    # and at Holm's first-step level 0.05 / 3: z = 2.394 + 0.842, so 1.6 points
+    strictest = 100 * 3.2354 * (25 / 1000) ** 0.5 / 1000 ** 0.5
+    assert f"{strictest:.1f} points at 0.05/3, Holm's strictest" in texts[1]
     assert texts[2] == "reversed (p 0.0071 after Holm)"  # the second smallest p, times 2
     assert texts[3] == "not measured"
     # "at least as good": a non-inferiority test with a 2-point margin

@@ -302,7 +302,9 @@ def _power_text(status: dict) -> str:
             "which two models disagree (the share seen here is in each claim's detectable difference "
             "below). The smallest difference each evaluation detects at 80% power (alpha "
             "0.05, two-sided) when 20% of the images are discordant (10% in brackets): "
-            + "; ".join(parts) + ". Each attack's images are the most its cost allows in 2 hours on 2 CPU "
+            + "; ".join(parts) + ". Holm's adjustment over the page holds the first claim it decides to "
+            "alpha 0.05 / m, where these differences grow by about 40% for m = 30 (each undecided claim "
+            "below gives both). Each attack's images are the most its cost allows in 2 hours on 2 CPU "
             "cores with small's training: PGD-20 costs 21 passes an image, PGD-100 and CW-100 101, "
             "AutoAttack thousands on a robust model (benchmarks/results.md), so AutoAttack is run only where "
             "a paper claims it. The detection phase keeps small's settings.")

@@ -17,7 +17,8 @@ variance is then in the error bar, not only the images'.
 
 Every tested comparison's two-sided p-value is adjusted by Holm over all the comparisons on the
 page; a claim holds (or is reversed) when its adjusted p is below ALPHA with the difference on
-the paper's side (or the other).
+the paper's side (or the other). The detectable difference of an undecided claim is given at
+ALPHA and at ALPHA / m, the level Holm holds the first of m tests to.
 """
 
 from __future__ import annotations
@@ -108,18 +109,18 @@ class Comparison:
         """A difference in this comparison's unit: accuracy points, or a detection number's own."""
         return f"a difference of {value:.3f}" if self.resampled else f"{value:.1f} points"
 
-    def detectable(self) -> float:
-        """The difference (points) a two-sided test at ALPHA finds with POWER at this budget."""
+    def detectable(self, alpha: float = ALPHA) -> float:
+        """The difference (points) a two-sided test at `alpha` finds with POWER at this budget."""
         if self.across_seeds:
             df = len(self.seeds) - 1
-            quantiles = t_dist.ppf(1 - ALPHA / 2, df) + t_dist.ppf(POWER, df)
+            quantiles = t_dist.ppf(1 - alpha / 2, df) + t_dist.ppf(POWER, df)
             return quantiles * self.seed_spread() / math.sqrt(df + 1)
         if self.resampled:
-            return (norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER)) * statistics.stdev(self.resampled)
+            return (norm.ppf(1 - alpha / 2) + norm.ppf(POWER)) * statistics.stdev(self.resampled)
         if self.paired is not None:
             t = self.paired
-            return 100 * detectable_difference(t.n, (t.gained + t.lost) / t.n, ALPHA, POWER)
-        return (norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER)) * self._se()
+            return 100 * detectable_difference(t.n, (t.gained + t.lost) / t.n, alpha, POWER)
+        return (norm.ppf(1 - alpha / 2) + norm.ppf(POWER)) * self._se()
 
 
 def decide(comparisons: list[Comparison | None]) -> list[str]:
@@ -138,8 +139,14 @@ def decide(comparisons: list[Comparison | None]) -> list[str]:
             how = f" (non-inferior within {MARGIN:g} points)" if c.at_least and side == "holds" else ""
             out.append(f"{side}{how} (p {adjusted[i]:.2g} after Holm{_seeds(c)})")
         else:
+            # Holm tests the smallest p at ALPHA / m: a lone real difference among m claims must
+            # reach that level, one among many decided claims only ALPHA; both ends are given
+            strictest = "" if len(tested) == 1 else (
+                f", {c.amount(c.detectable(ALPHA / len(tested)))} at {ALPHA:g}/{len(tested)}, Holm's "
+                "strictest level")
             out.append(f"not resolved (p {adjusted[i]:.2g} after Holm; this budget detects "
-                       f"{c.amount(c.detectable())} at {POWER:.0%} power{_seeds(c)})")
+                       f"{c.amount(c.detectable())} at {POWER:.0%} power and alpha {ALPHA:g}{strictest}"
+                       f"{_seeds(c)})")
     return out
 
 
