@@ -12,6 +12,7 @@ OUT/gpu_check.jsonl as soon as it ends (a step that fails records its error and 
 scripts/gpu_check.sh adds torchrun + NCCL and a `reproduce --only madry,trades,agkd_bml` wall time.
 
     python benchmarks/gpu_check.py --out DIR [--dry-run] [--only train,pgd,autoattack]
+    python benchmarks/gpu_check.py --out DIR --section   # DIR's lines as results.md's "## GPU check"
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from results_file import publish, wrap_prose
 
 from robustlab.attacks import ATTACKS
 from robustlab.defenses import build_objective
@@ -178,12 +180,47 @@ def run_step(check: Check, settings: dict, measure) -> None:
 STEPS = {"train": check_train, "pgd": check_pgd, "autoattack": check_autoattack}
 
 
+def section(out: Path) -> str:
+    """benchmarks/results.md's "## GPU check" from a finished check's OUT (gpu_check.jsonl, and
+    steps.jsonl when scripts/gpu_check.sh ran it): every line as measured, errors included."""
+    lines = [json.loads(line) for line in (out / "gpu_check.jsonl").read_text().splitlines()]
+    steps = out / "steps.jsonl"
+    environment = next(line for line in lines if line["step"] == "environment")
+    dry = environment["dry_run"]
+    where = ("a dry run on this CPU (tiny sizes, 2 iterations: it checks the script, its speeds "
+             "mean nothing)" if dry else f"{environment['gpu']} (torch {environment['torch']}, CUDA "
+             f"{environment['cuda']})")
+    text = ["## GPU check", "",
+            f"Command: `{'OUT=DIR bash scripts/gpu_check.sh' + (' --dry-run' if dry else '')}`, then "
+            f"`python benchmarks/gpu_check.py --out DIR --section`. Device: {where}.", "",
+            "| step | settings | result |", "|---|---|---|"]
+    shown = ("step", "device", "dry_run", "where")
+    for line in lines[1:]:
+        settings = {k: v for k, v in line.items() if k not in shown and k not in RESULTS}
+        result = {k: v for k, v in line.items() if k in RESULTS}
+        text.append(f"| {line['step']} | {', '.join(f'{k} {v}' for k, v in settings.items())} "
+                    f"| {', '.join(f'{k} {v}' for k, v in result.items())} |")
+    if steps.is_file():
+        done = [json.loads(line) for line in steps.read_text().splitlines()]
+        text += ["", "scripts/gpu_check.sh's steps (exit status, wall seconds): "
+                 + "; ".join(f"{d['step']} {d['rc']}, {d['wall_s']} s" for d in done) + "."]
+    return "\n".join(wrap_prose(line) for line in text) + "\n"
+
+
+RESULTS = ("images_per_s", "peak_mem_mb", "pgd20_s", "twenty_passes_s", "ratio", "error")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true", help="the CPU, tiny sizes, 2 iterations")
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated: " + ", ".join(STEPS))
+    parser.add_argument("--section", action="store_true",
+                        help="measure nothing: write OUT's lines into benchmarks/results.md")
     args = parser.parse_args()
+    if args.section:
+        publish(section(args.out), no_write=False)
+        return
     check = Check(args.out, args.dry_run)
     check.record({"step": "environment", "torch": torch.__version__, "cuda": torch.version.cuda,
                   "gpu": torch.cuda.get_device_name() if check.device.type == "cuda" else None})
