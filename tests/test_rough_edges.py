@@ -209,13 +209,17 @@ def test_the_readme_has_one_table_of_recipe_robustness_and_it_is_the_results_pag
     assert len(tables) == 1, "one table of per-recipe numbers; the benchmarks' own are linked, not copied"
     page = json.loads((ROOT / "docs" / "results.json").read_text())
     rows = [line.strip("|").split("|") for line in tables[0].splitlines()[2:]]
-    assert len(rows) >= 20
+    assert len(rows) == len(page["status"]["recipes"]) >= 16
     for recipe, clean, pgd, aa, *_ in ([c.strip() for c in row] for row in rows):
         values = page["values"].get(recipe)
         if values is None:  # diverged: no numbers on the page either
             assert clean.startswith("diverged"), recipe
             continue
-        expected_clean = 100 * page["status"]["recipes"][recipe]["eval"]["clean_accuracy"]
+        phases = page["status"]["recipes"][recipe]
+        expected_clean = 100 * (phases.get("clean") or phases["eval"])["clean_accuracy"]
         assert float(clean) == pytest.approx(expected_clean, abs=0.051), recipe
-        assert float(pgd) == pytest.approx(100 * values["PGD-20"], abs=0.51), recipe
-        assert float(aa) == pytest.approx(100 * values["AutoAttack"], abs=0.51), recipe
+        for cell, column in ((pgd, "PGD-20"), (aa, "AutoAttack")):  # "-": the budget did not measure it
+            if column in values:
+                assert float(cell) == pytest.approx(100 * values[column], abs=0.051), (recipe, column)
+            else:
+                assert cell == "-", (recipe, column)
