@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from results_file import wrap_prose, write_section
+from results_file import median_seconds, wrap_prose, write_section
 
 from robustlab.attacks import ATTACKS
 from robustlab.attacks.base import input_grad
@@ -58,16 +58,6 @@ OUT = Path("runs/bench_defenses")
 
 
 # ---- cost ------------------------------------------------------------------------------------
-
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 
 def cost(repeats: int) -> dict:
     cfg = load_config("configs/standard_fmnist.yaml", ["data.train_limit=128"])
@@ -100,9 +90,9 @@ def cost(repeats: int) -> dict:
         objective.prepare(class_index=class_index)
     timings: dict[str, list[float]] = {name: [] for name in [*RECIPES, "attack_step"]}
     for _ in range(repeats):  # interleave so drifting load hits every entry alike
-        timings["attack_step"].append(_timed(attack_step, 3))
+        timings["attack_step"].append(median_seconds(attack_step, 3))
         for r, objective in objectives.items():
-            timings[r].append(_timed(lambda o=objective: train_step(o), 1))
+            timings[r].append(median_seconds(lambda o=objective: train_step(o), 1))
     t = {name: statistics.median(v) for name, v in timings.items()}
     k = objectives["madry"].adversary.attack.steps
     return {"seconds": t, "k": k, "limit_ratio": t["madry"] / (k * t["attack_step"] + t["standard"]),

@@ -1,10 +1,12 @@
-"""Shared by the benchmark scripts: replace one "## " section of results.md in place."""
+"""Shared by the benchmark scripts: replace one "## " section of results.md in place, and time a call."""
 
 from __future__ import annotations
 
 import os
 import re
+import statistics
 import textwrap
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -42,3 +44,14 @@ def publish(text: str, no_write: bool) -> None:
     print(text)
     if not no_write:
         write_section(text)
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls of fn, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

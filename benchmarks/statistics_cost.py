@@ -16,26 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from results_file import command_line, publish, wrap_prose
+from results_file import command_line, median_seconds, publish, wrap_prose
 
 from robustlab.detectors import detection_auc
 from robustlab.eval.stats import Paired, detectable_difference, holm, paired_bootstrap
 from robustlab.reproduce.pages import is_eval, write_pages
-
-
-def seconds(call, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def primitives(repeats: int) -> list[tuple[str, float]]:
@@ -50,9 +39,10 @@ def primitives(repeats: int) -> list[tuple[str, float]]:
         t = Paired.of(reference, new)
         return t.p_value, t.ci()
 
-    rows = [("McNemar exact test + Newcombe interval, 4,000 images", seconds(mcnemar_and_ci, repeats)),
-            ("Holm over 32 p-values", seconds(lambda: holm(list(rng.random(32))), repeats)),
-            ("detectable difference (80% power)", seconds(lambda: detectable_difference(4000, 0.2), repeats))]
+    rows = [("McNemar exact test + Newcombe interval, 4,000 images", median_seconds(mcnemar_and_ci, repeats)),
+            ("Holm over 32 p-values", median_seconds(lambda: holm(list(rng.random(32))), repeats)),
+            ("detectable difference (80% power)",
+             median_seconds(lambda: detectable_difference(4000, 0.2), repeats))]
     for n in (50, 200):
         rows += bootstraps(rng, n, repeats)
     return rows
@@ -65,7 +55,7 @@ def bootstraps(rng: np.random.Generator, n: int, repeats: int) -> list[tuple[str
     mean = (lambda w: float(np.average(distortion, weights=w)),
             lambda w: float(np.average(1 - distortion, weights=w)))
     return [(f"paired bootstrap of a {what}, {n} images x 2,000 resamples",
-             seconds(lambda pair=pair: paired_bootstrap(*pair, n), repeats))
+             median_seconds(lambda pair=pair: paired_bootstrap(*pair, n), repeats))
             for what, pair in (("detection AUC", auc), ("mean distortion", mean))]
 
 
@@ -75,7 +65,7 @@ def page(run: Path, repeats: int) -> tuple[float, float, int]:
     attacks = sum(record.get("seconds", 0.0) for phases in status["recipes"].values()
                   for phase, record in phases.items() if is_eval(phase) or phase == "detect")
     with tempfile.TemporaryDirectory() as tmp:
-        built = seconds(lambda: write_pages(status, run, Path(tmp) / "results.md"), repeats)
+        built = median_seconds(lambda: write_pages(status, run, Path(tmp) / "results.md"), repeats)
     return built, attacks, len(status["recipes"])
 
 
