@@ -434,16 +434,36 @@ def test_a_suite_keeps_only_the_columns_asked_in_its_order():
         papers.only(["PGD-20", "PGD-21"])
 
 
+def test_a_suite_sets_some_columns_parameters_without_touching_the_others():
+    from robustlab.eval.suite import load_suite
+
+    only = load_suite("papers").only(["PGD-20", "AutoAttack"])
+    fast = only.with_params({"AutoAttack": {"impl": "robustlab", "precision": "bf16"}})
+    assert [a.label for a in fast.attacks] == ["PGD-20", "AutoAttack"] and fast.attacks[0] == only.attacks[0]
+    attack = fast.attacks[1].build(0.1)
+    assert (attack.impl, attack.precision, attack.threat.eps) == ("robustlab", "bf16", 0.1)
+    assert only.attacks[1].build(0.1).impl == "reference"  # the original suite is unchanged
+    assert fast.fingerprint() != only.fingerprint()  # a resumed run never mixes the two
+    with pytest.raises(ValueError, match="no column.*FGSM"):
+        only.with_params({"FGSM": {"steps": 2}})
+
+
 def test_the_medium_budget_detects_the_issues_differences():
     """PGD-20 must resolve 3 points and AutoAttack 6 (exact McNemar, alpha 0.05, 80% power) with a
     fifth of the images discordant; and the budget measures nothing no claim reads."""
     from robustlab.eval.stats import detectable_difference
+    from robustlab.eval.suite import load_suite
+    from robustlab.reproduce.run import evaluations
 
     medium = {e.phase: e for e in BUDGETS["medium"].claim_evaluations}
     assert "PGD-20" in medium["pgd"].columns and medium["autoattack"].columns == ("AutoAttack",)
     assert 100 * detectable_difference(medium["pgd"].images, 0.2) < 3
     assert 100 * detectable_difference(medium["autoattack"].images, 0.2) < 6
     assert BUDGETS["medium"].claims_only and not BUDGETS["medium"].extensions
+    # AutoAttack on its faster impl (benchmarks/results.md), and only the AutoAttack column
+    phases = {phase: suite for phase, suite, _, _ in evaluations("madry", BUDGETS["medium"])}
+    assert phases["eval autoattack"].attacks[0].build(0.1).precision == "bf16"
+    assert phases["eval pgd"].attacks[0].params == load_suite("papers").only(["PGD-20"]).attacks[0].params
 
 
 CLAIMS_TINY = Budget("tiny", train_images=128, epochs=1, monitor_images=0, suite_images=0,

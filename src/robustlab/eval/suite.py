@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,15 @@ class Suite:
             raise ValueError(f"suite {self.name} has no column(s) {', '.join(unknown)}")
         kept = [a for a in self.attacks if a.label in labels]
         return Suite(f"{self.name} ({', '.join(a.label for a in kept)})", kept)
+
+    def with_params(self, params: dict[str, dict]) -> Suite:
+        """The same suite with some columns' attack parameters set (label -> parameters), for
+        example AutoAttack's faster impl where a budget spends its time on more images."""
+        unknown = sorted(set(params) - {a.label for a in self.attacks})
+        if unknown:
+            raise ValueError(f"suite {self.name} has no column(s) {', '.join(unknown)}")
+        return replace(self, attacks=[replace(a, params={**a.params, **params.get(a.label, {})})
+                                      for a in self.attacks])
 
 
 def suite_names() -> list[str]:

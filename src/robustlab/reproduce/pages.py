@@ -306,8 +306,17 @@ def _power_text(status: dict) -> str:
             "alpha 0.05 / m, where these differences grow by about 40% for m = 30 (each undecided claim "
             "below gives both). Each attack's images are the most its cost allows in 2 hours on 2 CPU "
             "cores with small's training: PGD-20 costs 21 passes an image, PGD-100 and CW-100 101, "
-            "AutoAttack thousands on a robust model (benchmarks/results.md), so AutoAttack is run only where "
-            "a paper claims it. The detection phase keeps small's settings.")
+            "Cascade's iterative attacks about 30 at eps 0.1, AutoAttack thousands on a robust model "
+            "(benchmarks/results.md), so AutoAttack is run only where a paper claims it."
+            + _params_text(status) + " The detection phase keeps small's settings.")
+
+
+def _params_text(status: dict) -> str:
+    """The attack parameters a budget sets over the papers suite's (AutoAttack's faster impl)."""
+    set_ = [f"{label} with {', '.join(f'{k}={v}' for k, v in params.items())}"
+            for e in status.get("claim_evaluations", []) for label, params in e.get("params", {}).items()]
+    return (f" This budget runs {'; '.join(set_)}, over the papers suite's own parameters "
+            "(benchmarks/results.md compares AutoAttack's impls image by image)." if set_ else "")
 
 
 def _gap(results: Results, recipe: str) -> float | None:

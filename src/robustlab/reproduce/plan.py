@@ -25,6 +25,7 @@ class ClaimEvaluation:
     phase: str                 # its name in reproduce.json ("eval <phase>") and the run's claims_<phase>/
     images: int
     columns: tuple[str, ...]   # papers-suite labels
+    params: dict = field(default_factory=dict)  # label -> attack parameters over the suite's own
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,23 @@ BUDGETS = {
                      detect={"images": 50, "per_class": 500, "cw_hc_steps": 50, "wb_steps": 50,
                              "proxy_epochs": 1},
                      claim_evaluations=(
-                         # A3-PGD-20 is compared with PGD-20 on the same model: on the same images
-                         ClaimEvaluation("pgd", 4000, ("PGD-20", "A3-PGD-20", "iter_ll eps x1",
-                                                       "iter_FGSM eps x1", "step_ll eps x1")),
-                         ClaimEvaluation("long", 1000, ("PGD-100", "CW-100")),
-                         ClaimEvaluation("autoattack", 500, ("AutoAttack",))),
+                         # A3-PGD-20 is compared with PGD-20 on the same model: on the same images.
+                         # 2,000 images still resolve 2.8 points with a fifth discordant (the issue asks 3)
+                         ClaimEvaluation("pgd", 2000, ("PGD-20", "A3-PGD-20", "step_ll eps x1")),
+                         # Cascade's iterative attacks take 29 steps at eps 0.1 (and iter_ll a target
+                         # per step): 381-391 s per column on 4,000 images in the first medium run
+                         ClaimEvaluation("long", 1000, ("PGD-100", "CW-100", "iter_ll eps x1",
+                                                        "iter_FGSM eps x1")),
+                         # The faster path: the same per-image verdicts as the reference on 200 images of
+                         # a robust model at 1.39x its images/s (benchmarks/results.md, AutoAttack)
+                         ClaimEvaluation("autoattack", 500, ("AutoAttack",),
+                                         params={"AutoAttack": {"impl": "robustlab", "precision": "bf16"}})),
                      claims_only=True, extensions=False,
                      about="small's training (10,000 images x 2 epochs) for the recipes the claims compare; "
-                           "each claim's columns only: PGD-20, A3 and Cascade's one-step / iterative "
-                           "attacks on the first 4,000 test images, PGD-100 and CW-100 on 1,000, AutoAttack "
-                           "(where the paper claims it) on 500; detection as small"),
+                           "each claim's columns only: PGD-20, A3 and Cascade's one-step attack on the first "
+                           "2,000 test images, PGD-100, CW-100 and Cascade's iterative attacks on 1,000, "
+                           "AutoAttack (where the paper claims it; robustlab's bf16 path) on 500; detection "
+                           "as small"),
 }
 
 

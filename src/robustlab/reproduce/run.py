@@ -189,7 +189,9 @@ def evaluations(recipe: str, budget: Budget) -> list[tuple[str, Suite, int, str 
     for e in budget.claim_evaluations:
         columns = [c for c in e.columns if c in needed]
         if columns:
-            runs.append((f"eval {e.phase}", papers.only(columns), e.images, f"claims_{e.phase}"))
+            params = {label: p for label, p in e.params.items() if label in columns}
+            runs.append((f"eval {e.phase}", papers.only(columns).with_params(params), e.images,
+                         f"claims_{e.phase}"))
     return runs
 
 
