@@ -160,11 +160,22 @@ def test_a_run_trained_with_other_settings_is_not_taken_as_done(tmp_path):
         reproduce(other, only="standard", dataset="synthetic", out=out, results=None, log=quiet)
 
 
-def test_an_evaluation_is_redone_for_a_retrained_model(tmp_path):
+def test_an_evaluation_is_redone_for_other_weights_at_the_same_step(tmp_path):
+    """The checkpoint's identity is its step and weights digest: other weights (as a retraining
+    with another outcome gives) redo the evaluation; a file rewritten with the same weights does not."""
+    from robustlab.train import load_checkpoint, save_checkpoint
+
     out = str(tmp_path / "runs")
     first = reproduce(TINY, only="standard", dataset="synthetic", out=out, results=None, log=quiet)
-    shutil.rmtree(tmp_path / "runs" / "standard")  # retrained to the same step count
+    last = tmp_path / "runs" / "standard" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, last)
     logs = []
+    reproduce(TINY, only="standard", dataset="synthetic", out=out, results=None, log=logs.append)
+    assert not any("papers suite" in line for line in logs)  # same weights, a new file: kept
+    weight = next(iter(state["model"]))
+    state["model"][weight] = state["model"][weight] + 1e-3
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, last)
     second = reproduce(TINY, only="standard", dataset="synthetic", out=out, results=None, log=logs.append)
     assert any("papers suite" in line for line in logs)
     before, after = first["recipes"]["standard"]["eval"], second["recipes"]["standard"]["eval"]

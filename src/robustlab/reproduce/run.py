@@ -96,7 +96,8 @@ class Status:
 @dataclass(frozen=True)
 class Checkpoint:
     """What a run's last.pt holds: how far it trained, with which config, and which file it is
-    (step, modification time and size), so an evaluation is redone for a retrained model."""
+    (step and weights digest), so an evaluation is redone for a retrained model and two
+    reproductions that trained the same weights record the same identity."""
 
     epoch: int
     step: int
@@ -107,13 +108,14 @@ class Checkpoint:
 def last_checkpoint(cfg: Config) -> Checkpoint | None:
     from robustlab.experiment import RunDir
     from robustlab.train import load_checkpoint
+    from robustlab.train.checkpoint import weights_digest
 
     path = RunDir(cfg.run_dir).checkpoint("last")
     if not path.is_file():
         return None
-    state, stat = load_checkpoint(path), path.stat()
+    state = load_checkpoint(path)
     step = state.get("global_step", 0)
-    return Checkpoint(state["epoch"], step, state["config"], f"{step}:{stat.st_mtime_ns}:{stat.st_size}")
+    return Checkpoint(state["epoch"], step, state["config"], f"{step}:{weights_digest(state)}")
 
 
 # Keys a run may change between calls without being another run.

@@ -8,6 +8,7 @@ half-written latest checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ FORMAT = "robustlab-checkpoint/1"
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Atomically write `state` (plus format and version stamps) to `path`."""
     return atomic_torch_save({"format": FORMAT, "version": __version__, **state}, path)
+
+
+def weights_digest(state: dict[str, Any]) -> str:
+    """A digest of a checkpoint's model weights, names and bytes: equal exactly when two trainings
+    gave the same weights to the bit (a file's own bytes are not: each save writes a random
+    serialization id)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state["model"].items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
