@@ -62,9 +62,14 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 
 
 def test_reproduce_trains_evaluates_detects_then_skips_everything(tmp_path, monkeypatch):
+    import time
+
     out, page = tmp_path / "runs", tmp_path / "docs" / "results.md"
+    before = time.time()
     status = reproduce(TINY, only="pdm,standard", dataset="synthetic", out=str(out), results=str(page),
                        log=quiet)
+    started = time.mktime(time.strptime(status["calls"][0]["started"], "%Y-%m-%d %H:%M:%S"))
+    assert before - 1 <= started <= before + 1 < time.time() - 2  # when it started, not when it ended
     for recipe in ("standard", "pdm"):
         phases = status["recipes"][recipe]
         assert phases["train"]["status"] == "done" and phases["train"]["epochs"] == 1

@@ -283,7 +283,7 @@ def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "
                                        "claim_evaluations": [asdict(e) for e in budget.claim_evaluations],
                                        "extensions": budget.extensions, "detect": budget.detect})
     status.data["seeds"] = max(seeds, status.data.get("seeds", 1))  # a later call may add seeds
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S")
     outcomes = {name: train_phase(cfg, status, log) for name, (_, cfg) in cfgs.items()}
     trained = [name for name in cfgs if outcomes[name] != "diverged"]
     ran = sum(o == "ran" for o in outcomes.values())
@@ -296,7 +296,7 @@ def reproduce(budget: str | Budget, *, only: str | None = None, dataset: str = "
     seconds = time.perf_counter() - start
     status.data["last_call_seconds"] = seconds
     status.data.setdefault("calls", []).append({"seconds": seconds, "phases": ran, "only": only,
-                                                "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+                                                "started": started})
     status.save()
     if results:
         from robustlab.reproduce.pages import write_pages
