@@ -384,7 +384,7 @@ def _add_reproduce(sub) -> None:
                        "PDM detection, and write docs/results.md + docs/results.html (resumable)")
     p.add_argument("--budget", required=True, help="small (about 80 min on 2 CPU cores), medium (the 16 "
                    "recipes the papers' claims compare, each claim's columns on the images its paired "
-                   "test needs; estimated at 110 min, not yet measured) or full (the configs' "
+                   "test needs; 110 min here from a fresh machine) or full (the configs' "
                    "schedules, the suites' sizes)")
     p.add_argument("--only", help="comma-separated recipes (default: all 22; medium: its 16)")
     p.add_argument("--seeds", type=int, default=1, help="train and evaluate every recipe with N seeds (the "
