@@ -197,7 +197,7 @@ def section(out: Path) -> str:
     shown = ("step", "device", "dry_run", "where")
     for line in lines[1:]:
         settings = {k: v for k, v in line.items() if k not in shown and k not in RESULTS}
-        result = {k: v for k, v in line.items() if k in RESULTS}
+        result = {k: v for k, v in line.items() if k in RESULTS and v is not None}  # no CPU peak
         text.append(f"| {line['step']} | {', '.join(f'{k} {v}' for k, v in settings.items())} "
                     f"| {', '.join(f'{k} {v}' for k, v in result.items())} |")
     if steps.is_file():
