@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from robustlab.models import create_model
-from robustlab.models.attack_copy import fold_batchnorm, in_bfloat16
+from robustlab.models.attack_copy import attack_copy, fold_batchnorm, in_bfloat16
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -62,3 +62,37 @@ def test_a_model_fx_cannot_trace_is_used_unfolded_with_a_warning():
     x = torch.rand(2, 1, 5, 5)
     with torch.no_grad():
         assert torch.equal(copy(x), model(x))
+
+
+def test_the_attack_copy_is_channels_last_and_keeps_the_function():
+    model = trained_like(create_model("resnet20", num_classes=10, in_channels=3, image_size=32))
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    copy = attack_copy(model, x)
+    convs = [m for m in copy.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+    with torch.no_grad():
+        assert torch.allclose(copy(x), model(x), atol=1e-4, rtol=1e-4)
+    x_grad = x.clone().requires_grad_()
+    copy(x_grad).sum().backward()  # the input gradient comes back in the input's shape
+    assert x_grad.grad.shape == x.shape
+    assert all(m.weight.is_contiguous() for m in model.modules() if isinstance(m, nn.Conv2d))  # untouched
+
+
+class Viewing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4 * 3 * 3, 2)
+
+    def forward(self, x):
+        z = self.conv(x)
+        return self.fc(z.view(len(z), -1))  # .view needs the default layout
+
+
+def test_a_model_that_cannot_run_channels_last_is_used_in_its_own_layout_with_a_warning():
+    model = Viewing().eval()
+    x = torch.rand(3, 1, 5, 5)
+    with pytest.warns(UserWarning, match="channels-last layout not used"):
+        copy = attack_copy(model, x)
+    with torch.no_grad():
+        assert torch.allclose(copy(x), model(x), atol=1e-6)

@@ -184,6 +184,24 @@ def test_autoattack_settings_and_misuse():
     assert ATTACKS.build("autoattack", eps=0.1)(model, x[:0], y[:0]).shape == (0, 1, 28, 28)
 
 
+def test_autoattack_bf16_runs_apgd_and_square_on_the_fast_copy_and_fab_and_decisions_in_float32():
+    """With FAB-T's linearisations in bfloat16 one image of 200 the reference broke stayed robust
+    (benchmarks/autoattack.py's images): FAB-T, like the robust checks, keeps the float32 copy."""
+    pyautoattack = pytest.importorskip("pyautoattack")
+    exact, fast = nn.Linear(4, 10), nn.Linear(4, 10)
+    aa = AutoAttack(impl="robustlab", precision="bf16")._build(pyautoattack, exact, fast,
+                                                               torch.device("cpu"), 10)
+    assert aa.model is exact and aa.fab.predict is exact
+    assert aa.apgd.model is fast and aa.apgd_targeted.model is fast and aa.square.predict is fast
+    x = torch.rand(3, 4)
+    with torch.no_grad():  # FAB's gradients and label tests both run the exact model
+        assert torch.equal(aa.fab._get_predicted_label(x), exact(x).argmax(1))
+        df, _ = aa.fab.get_diff_logits_grads_batch_targeted(x, torch.zeros(3, dtype=torch.long),
+                                                            torch.ones(3, dtype=torch.long))
+        logits = exact(x)
+        assert torch.allclose(df.flatten(), logits[:, 1] - logits[:, 0])
+
+
 def test_autoattack_robustlab_impl_runs_the_reference_on_a_folded_copy_with_the_same_verdicts(trained_fmnist):
     pytest.importorskip("pyautoattack")
     model, x, y = trained_fmnist

@@ -79,7 +79,7 @@ BUDGETS = {
                          ClaimEvaluation("long", 1000, ("PGD-100", "CW-100", "iter_ll eps x1",
                                                         "iter_FGSM eps x1")),
                          # The faster path: the same per-image verdicts as the reference on 200 images of
-                         # a robust model at 1.39x its images/s (benchmarks/results.md, AutoAttack)
+                         # a robust model at 1.91x its images/s (benchmarks/results.md, AutoAttack)
                          ClaimEvaluation("autoattack", 500, ("AutoAttack",),
                                          params={"AutoAttack": {"impl": "robustlab", "precision": "bf16"}})),
                      claims_only=True, extensions=False,
