@@ -111,7 +111,7 @@ class AutoAttack:
         push_misclassified: move points misclassified from the start to a high-loss point that
             stays misclassified (see the module docstring); False: return them unchanged.
         impl: "reference" (the authors' code on the model) or "robustlab" (the same code on the
-            model with BatchNorm folded; see the module docstring).
+            model with BatchNorm folded, channels-last; see the module docstring).
         precision: with impl "robustlab", "fp32" or "bf16" (APGD's and Square's passes under
             autocast; FAB-T and every decision in float32).
     """
