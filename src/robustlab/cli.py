@@ -21,6 +21,13 @@ def _train(args: argparse.Namespace) -> int:
     from robustlab.config import load_config
     from robustlab.train import Interrupted
 
+    if args.model is not None:
+        return _train_own(args)
+    own = [f"--{key.replace('_', '-')}" for key in ("weights", "data", "recipe", "feature_layer")
+           if getattr(args, key) is not None]
+    if own:
+        raise UserError(f"{', '.join(own)} go with --model package.module:factory (your own model); a "
+                        "registered model is set in the config (model.name=..., defense.recipe=...)")
     if args.data_dir:
         args.overrides.append(f"data.data_dir={args.data_dir}")
     if args.resume and args.config is None:
@@ -39,6 +46,29 @@ def _train(args: argparse.Namespace) -> int:
     final = run.final
     if "test_acc" in final:
         print(f"clean test accuracy: {final['test_acc']:.4f} ({run.run_dir})")
+    return 0
+
+
+def _train_own(args: argparse.Namespace) -> int:
+    """`robustlab train --model package.module:factory --data NAME|PATH --recipe NAME`."""
+    from robustlab.experiment.own_training import train_model
+    from robustlab.train import Interrupted
+
+    if args.config is not None:
+        raise UserError("--config builds a registered model; your own --model takes its settings as "
+                        "key=value overrides (train.epochs=3 defense.eps=0.1)")
+    if args.data is None:
+        raise UserError("your own model needs --data NAME|PATH: a registered data set (robustlab "
+                        "datasets) or your folder of class folders / .npz file")
+    overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    try:  # the overrides come last, so train.epochs=3 sets the epochs
+        model = train_model(args.model, args.data, args.recipe or "madry", weights=args.weights,
+                            feature_layer=args.feature_layer, overrides=overrides, resume=args.resume,
+                            force=args.force)
+    except Interrupted as stop:
+        print(f"robustlab: {stop}", file=sys.stderr)
+        return 130
+    print(f"trained {type(model).__name__} ({args.model}); evaluate the run with robustlab eval RUN")
     return 0
 
 
@@ -266,6 +296,17 @@ def _add_train(sub) -> None:
     mode.add_argument("--resume", action="store_true",
                       help="continue the run from its last checkpoint (starts it if it has none)")
     mode.add_argument("--force", action="store_true", help="replace an existing run directory")
+    own = p.add_argument_group("your own model, instead of --config (run: runs/<class>_<recipe>, "
+                               "or name=... out_dir=...)")
+    own.add_argument("--model", metavar="MODULE:FACTORY",
+                     help="package.module:factory, a callable returning the nn.Module (or the class), "
+                          "imported with the current directory on the path")
+    own.add_argument("--weights", metavar="FILE", help="its starting state_dict (optional)")
+    own.add_argument("--data", metavar="NAME|PATH", help="a registered data set (robustlab datasets) or "
+                     "your folder of class folders / .npz file")
+    own.add_argument("--recipe", help="the defense (robustlab recipes; default madry)")
+    own.add_argument("--feature-layer", metavar="NAME", help="the submodule whose output is the feature "
+                     "map, for the recipes that read attention (agkd_bml, atat, aad_*)")
     p.set_defaults(func=_train)
 
 

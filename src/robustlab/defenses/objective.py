@@ -70,6 +70,16 @@ class Objective:
         return any("teacher" in TERMS.info[name].get("needs", ()) for name in self.terms)
 
     @property
+    def reads(self) -> frozenset[str]:
+        """What the terms read of a model's outputs beyond the logits ("embedding", "features"):
+        a plain nn.Module must offer those layers (`models.HookedModel`) to train with them."""
+        parts: set[str] = set()
+        for name, (fn, _) in self.terms.items():
+            reads = TERMS.info[name].get("reads", ())
+            parts.update(reads(**getattr(fn, "keywords", {})) if callable(reads) else reads)
+        return frozenset(parts)
+
+    @property
     def image_sets(self) -> tuple[str, ...]:
         """The Step image sets ("clean", "adv", "partner_adv") the terms read with gradients."""
         needs = {need for name in self.terms for need in TERMS.info[name].get("needs", ())}

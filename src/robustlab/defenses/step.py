@@ -131,7 +131,7 @@ class Step:
     @cached_property
     def _joint_outputs(self) -> dict[str, Out]:
         out, rows = self._joint_forward
-        return {which: Out(*(part[r] for part in out)) for which, r in rows.items()}
+        return {which: out.rows(r) for which, r in rows.items()}
 
     def forward_rows(self, which: str) -> tuple[Out, slice]:
         """The outputs of the forward that made `which`'s ("clean", "adv", "partner_adv"), and its

@@ -2,7 +2,10 @@
 
 A term reads what it needs from the `Step` cache (clean / adversarial / mixed outputs), so two
 terms on the same adversarial batch share one attack and one forward. Registry info: `paper`
-(the equation) and `needs` (which Step outputs it reads; "teacher" means a teacher is built).
+(the equation), `needs` (which Step outputs it reads; "teacher" means a teacher is built) and
+`reads`: which parts of a model's outputs beyond the logits it reads ("embedding", "features";
+a function of the term's parameters where they decide it), so a plain nn.Module without those
+layers is refused before training (`Objective.reads`).
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ EMBEDDINGS = ("logits", "embedding")
 
 
 @TERMS.register("embedding_distance", paper="the Cascade paper (Na et al. 2018) Sec. 3.1-3.2: "
-                "lambda2 sum_i |E_i^adv - E_i|^N, bidirectional or pivot", needs=("augmented",))
+                "lambda2 sum_i |E_i^adv - E_i|^N, bidirectional or pivot", needs=("augmented",),
+                reads=lambda on="logits", **_: ("embedding",) if on == "embedding" else ())
 def embedding_distance(step: Step, power: int = 2, pivot: bool = False, on: str = "logits") -> Tensor:
     """sum over the k pairs of sum_j |E_adv,j - E_j|^N (N = 2: the squared L2 distance).
 
@@ -213,14 +217,16 @@ def _norm_loss(triplets: tuple[Tensor, Tensor, Tensor]) -> Tensor:
 
 
 @TERMS.register("sml_triplet", paper="SML / TLA, Mao et al. 2019: angular triplet loss, adversarial "
-                "anchor, clean positive, hard negative (AGKD-BML eq. 6)", needs=("clean", "adv"))
+                "anchor, clean positive, hard negative (AGKD-BML eq. 6)",
+                needs=("clean", "adv"), reads=("embedding",))
 def sml_triplet(step: Step, margin: float = 0.03) -> Tensor:
     """mean [d(E(x_adv), E(x)) - d(E(x_adv), E(x_neg)) + m]_+ over the batch."""
     return _triplet_loss(_sml_triplets(step), margin)
 
 
 @TERMS.register("embedding_norm", paper="Mao et al. 2019 / AGKD-BML eq. 7: L_norm = ||E(x_a)|| + "
-                "||E(x_p)|| + ||E(x_n)|| of the triplets", needs=("clean", "adv"))
+                "||E(x_p)|| + ||E(x_n)|| of the triplets",
+                needs=("clean", "adv"), reads=("embedding",))
 def embedding_norm(step: Step) -> Tensor:
     """Keeps the embeddings from growing to satisfy the angular margin; mean over triplets."""
     return _norm_loss(_sml_triplets(step))
@@ -228,14 +234,16 @@ def embedding_norm(step: Step) -> Tensor:
 
 @TERMS.register("bml_triplet", paper="AGKD-BML eq. 6-7: L_tr(x^s_{y_mc}, x^s, x^{y_mc}_s), forward "
                 "example as anchor, its clean image as positive, the partner's backward example "
-                "as negative", needs=("clean", "adv", "partner"))
+                "as negative",
+                needs=("clean", "adv", "partner"), reads=("embedding",))
 def bml_triplet(step: Step, margin: float = 0.03) -> Tensor:
     """mean [d(E(x^s_mc), E(x^s)) - d(E(x^s_mc), E(x^mc_s)) + m]_+ with the angular distance."""
     return _triplet_loss(_bml_triplets(step), margin)
 
 
 @TERMS.register("bml_norm", paper="AGKD-BML eq. 7: L_norm = ||E(x^s_{y_mc})|| + ||E(x^s)|| + "
-                "||E(x^{y_mc}_s)||", needs=("clean", "adv", "partner"))
+                "||E(x^{y_mc}_s)||",
+                needs=("clean", "adv", "partner"), reads=("embedding",))
 def bml_norm(step: Step) -> Tensor:
     """The embedding-norm regulariser over the bidirectional triplets; mean over the batch."""
     return _norm_loss(_bml_triplets(step))
@@ -261,7 +269,7 @@ def attention_distance(teacher_features: Tensor, student_features: Tensor, how: 
 @TERMS.register("attention_kd", paper="AGKD-BML eq. 4 and 8: L1 between the teacher's channel-mean "
                 "attention on the clean image and the student's on its adversarial example, "
                 "for the forward and (with a pairing adversary) the backward pair",
-                needs=("teacher", "adv", "partner"))
+                needs=("teacher", "adv", "partner"), reads=("features",))
 def attention_kd(step: Step, normalization: str = "none") -> Tensor:
     """L_AGKD = L_KD(x^s, x^s_mc) + L_KD(x^mc, x^mc_s); the backward pair only when the
     adversary made partners (bidirectional), so the term also distills under plain PGD."""
@@ -303,7 +311,7 @@ def _layer_cams(step: Step, layer: str | None) -> tuple[Tensor, Tensor, Tensor]:
 
 @TERMS.register("attention_transfer", paper="ATAT eq. 5: sum_l ||v(ATT_T(x)) - v(ATT_S(x_adv))||_p + "
                 "||v(ATT_T(x)) - v(ATT_S(x))||_p, Grad-CAM of the true class at the top conv layer",
-                needs=("teacher", "clean", "adv"))
+                needs=("teacher", "clean", "adv"), reads=("features",))
 def attention_transfer(step: Step, p: float = 2.0, layers: list | None = None) -> Tensor:
     """The teacher's Grad-CAM on the clean image guides the student's on both the adversarial
     and the clean image; mean over the batch of the p-norms (p = 2 in ATAT).
@@ -334,15 +342,14 @@ def _masked_outputs(step: Step, kappa: float | None) -> tuple[Out, Out]:
         with running_stats_frozen(step.model):
             out = step.forward(torch.cat([x_m, x_adv_m]))
         k = step.k
-        return (Out(out.logits[:k], out.embedding[:k], out.features[:k]),
-                Out(out.logits[k:], out.embedding[k:], out.features[k:]))
+        return out.rows(slice(0, k)), out.rows(slice(k, None))
 
     return step.memo(f"masked_{kappa}", compute)
 
 
 @TERMS.register("attention_rectification", paper="AAD eq. 8: -[||f(x) - f(x^m)||_2 + ||f(x_adv) - "
                 "f(x^m_adv)||_2] on softmax outputs, x^m = x * (1 - Att(x)) (eq. 7)",
-                needs=("clean", "adv"))
+                needs=("clean", "adv"), reads=("features",))
 def attention_rectification(step: Step, kappa: float | None = None) -> Tensor:
     """Pushes the prediction on the image with its attention area removed away from the
     prediction on the whole image, so the area must hold all the evidence. kappa None: the
@@ -354,7 +361,8 @@ def attention_rectification(step: Step, kappa: float | None = None) -> Tensor:
 
 
 @TERMS.register("attention_preservation", paper="AAD eq. 9: L1(g(x), g(x_adv)), Grad-CAM of the true "
-                "class on the clean and the adversarial image", needs=("clean", "adv"))
+                "class on the clean and the adversarial image",
+                needs=("clean", "adv"), reads=("features",))
 def attention_preservation(step: Step) -> Tensor:
     """Mean over the batch of sum over cells |g(x) - g(x_adv)|."""
     clean = student_cam(step, "clean")[: step.k]
@@ -407,7 +415,8 @@ def siamese_ce(step: Step, reverse: bool = False) -> Tensor:
 
 
 @TERMS.register("siamese_cosine", paper="PDM Sec. 3.1 / Alg. 1 line 17: mean |cos(z_1, z_2) - s|, s = 1 "
-                "for a same-class pair, 0 otherwise", needs=("clean", "siamese"))
+                "for a same-class pair, 0 otherwise",
+                needs=("clean", "siamese"), reads=("embedding",))
 def siamese_cosine(step: Step) -> Tensor:
     """Pulls same-class embeddings to cosine 1 and pushes other-class ones to 0 (orthogonal)."""
     cos = F.cosine_similarity(step.clean.embedding, step.siamese_out.embedding, dim=1, eps=1e-12)
@@ -415,7 +424,8 @@ def siamese_cosine(step: Step) -> Tensor:
 
 
 @TERMS.register("reduce_variance", paper="PDM eq. 5 / Alg. 1 lines 18-22 (RVL): the sum over the "
-                "classes in the batch of sigma_c = mean_i ||z_i^c - mu_c||_2", needs=("clean",))
+                "classes in the batch of sigma_c = mean_i ||z_i^c - mu_c||_2",
+                needs=("clean",), reads=("embedding",))
 def reduce_variance(step: Step) -> Tensor:
     """RVL = sum_c sigma_c, sigma_c the mean distance of class c's embeddings to their batch mean.
     Alg. 1 adds each class's sigma_c with weight 1 (line 22: RVL = RVL + sigma_c)."""

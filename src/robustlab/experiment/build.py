@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from robustlab.config import Config, config_from_dict
 from robustlab.data import Batches, Dataset, Split, default_eps, load_dataset, validation_split
 from robustlab.defenses import build_objective
 from robustlab.errors import UserError
 from robustlab.experiment.rundir import RunDir
-from robustlab.models import Classifier, create_model
+from robustlab.models import Classifier, HookedModel, create_model
 from robustlab.models.base import complete_arch
+from robustlab.models.modes import eval_mode
+from robustlab.models.own import EXTERNAL, own_model, rebuild
 from robustlab.train import DistInfo, TrainData, load_checkpoint, load_weights
 from robustlab.train.monitors import RobustMonitor
 
@@ -40,18 +43,57 @@ def load_data(cfg: Config) -> Dataset:
     return dataclasses.replace(ds, train=train, test=test)
 
 
-def build_model(cfg: Config, ds: Dataset) -> Classifier:
+def build_model(cfg: Config, ds: Dataset) -> Classifier | HookedModel:
+    """The registered model `cfg.model` names for `ds`, or your own (`model.name: external`,
+    `models.own`: it normalises inside itself, so the data's mean / std are not applied)."""
+    if cfg.model.name == EXTERNAL:
+        return own_model(cfg.model.options, num_classes=ds.num_classes, in_channels=ds.in_channels,
+                         image_size=ds.image_size)
     return create_model(
         cfg.model.name, num_classes=ds.num_classes, in_channels=ds.in_channels,
         image_size=ds.image_size, mean=ds.mean, std=ds.std, **cfg.model.options,
     )
 
 
-def model_from_checkpoint(state: dict) -> Classifier:
+def model_from_checkpoint(state: dict) -> Classifier | HookedModel:
     """Rebuild the architecture a checkpoint names and load its weights."""
-    model = create_model(**complete_arch(state["arch"]))
+    arch = state["arch"]
+    model = rebuild(arch) if arch.get("name") == EXTERNAL else create_model(**complete_arch(arch))
     load_weights(model, state)
     return model
+
+
+def check_layers(model: HookedModel, objective, recipe: str, what: str) -> None:
+    """A UserError unless the hooked `model` has the layers the recipe's terms read."""
+    needs = objective.reads
+    if "features" in needs and model.feature_layer is None:
+        raise UserError(f"recipe {recipe!r} reads a feature map (attention, Grad-CAM): name "
+                        f"{what}'s last conv layer with feature_layer= (--feature-layer)")
+    if "embedding" in needs and model.head_layer is None:
+        raise UserError(f"recipe {recipe!r} reads an embedding, the input of the last nn.Linear, "
+                        f"and {what} has none: give it a linear classifier layer")
+
+
+def check_model(model: nn.Module, objective, ds: Dataset, cfg: Config) -> None:
+    """A UserError before training unless `model` maps `ds`'s images to `ds.num_classes` logits
+    and has the layers the recipe's terms read (`Objective.reads`): your own model, which
+    robustlab did not build for the data."""
+    what = f"{cfg.model.options.get('spec') or type(getattr(model, 'model', model)).__name__}"
+    check_layers(model, objective, cfg.defense.recipe, what)
+    x = ds.train.images[:2].float().div(255)
+    try:
+        with torch.no_grad(), eval_mode(model):
+            logits = model.forward_all(x).logits
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise UserError(f"{what} fails on {ds.name}'s {ds.in_channels}x{ds.image_size}x{ds.image_size} "
+                        f"images: {str(exc).strip().splitlines()[0]}") from None
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[1] != ds.num_classes:
+        shape = list(getattr(logits, "shape", []))
+        raise UserError(f"{what} returns {type(logits).__name__} {shape}; {ds.name} needs logits "
+                        f"[B, {ds.num_classes}], one per class")
+    if (logits >= 0).all() and torch.allclose(logits.sum(1), torch.ones(len(logits)), atol=1e-4):
+        raise UserError(f"{what} returns probabilities (each row is >= 0 and sums to 1): return "
+                        "the logits, without the softmax (the losses and attacks apply it)")
 
 
 def make_batches(cfg: Config, ds: Dataset, dist: DistInfo | None = None, device="cpu") -> TrainData:

@@ -54,7 +54,7 @@ def evaluate_model(model: nn.Module, x: Data, y: Tensor | None = None, *, suite:
     check_limit(limit)
     default_limit = chosen.images if isinstance(x, (str, Path)) else None  # a data set: as the CLI
     images = gather_images(x, y, limit=limit or default_limit, data_dir=data_dir)
-    eps = _eps(eps, images.dataset)
+    eps = user_eps(eps, images.dataset)
     dev = _device(model, device)
     target = HookedClassifier(model, feature_layer) if feature_layer else model
     title = name or model_name(model)
@@ -85,7 +85,7 @@ def evaluate_external(spec: str | None, weights: str | Path | None, data: str | 
     return evaluate_model(model, data, out=out or Path("reports") / name, name=name, **options)
 
 
-def _eps(eps: float | None, dataset: str) -> float:
+def user_eps(eps: float | None, dataset: str) -> float:
     """`eps`, or the data set's default; data without one (your own) must name its budget."""
     if eps is None and dataset not in DEFAULT_EPS:
         raise UserError(f"eps is needed for {dataset}: give the L-inf budget in [0, 1] units "
@@ -123,21 +123,24 @@ def gather_images(data: Data, y: Tensor | None, *, limit: int | None,
     return _loader_images(data, limit)
 
 
-def _dataset_images(data: str | Path, limit: int | None, data_dir: str | Path | None) -> Images:
-    """The first `limit` test images of a registered data set, or of your folder / .npz data."""
+def data_source(data: str | Path, data_dir: str | Path | None) -> tuple[str, str | Path | None]:
+    """(data set name, data_dir) of a registered name, or of your folder / .npz file's path."""
     name = str(data)
     if name in DATASETS:
-        ds = load_dataset(name, data_dir=data_dir)
-    elif Path(name).exists():
+        return name, data_dir
+    if Path(name).exists():
         if data_dir is not None:
             raise UserError(f"{name} is a path already: drop data_dir (it locates a registered "
                             "data set's files)")
         path = Path(name)
-        ds = load_dataset("npz" if path.suffix == ".npz" or (path / "train.npz").is_file() else "folder",
-                          data_dir=path)
-    else:
-        raise UserError(f"data {name!r} is neither a registered data set ({', '.join(DATASETS.names())}) "
-                        "nor an existing folder of class folders or .npz file")
+        return ("npz" if path.suffix == ".npz" or (path / "train.npz").is_file() else "folder"), path
+    raise UserError(f"data {name!r} is neither a registered data set ({', '.join(DATASETS.names())}) "
+                    "nor an existing folder of class folders or .npz file")
+
+
+def _dataset_images(data: str | Path, limit: int | None, data_dir: str | Path | None) -> Images:
+    """The first `limit` test images of a registered data set, or of your folder / .npz data."""
+    ds = load_dataset(*data_source(data, data_dir))
     # data of one set (no test part of its own) is all test data to a model trained elsewhere
     split = ds.whole if ds.whole is not None else ds.test
     n = min(len(split), limit or len(split))

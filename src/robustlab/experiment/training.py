@@ -18,6 +18,7 @@ from robustlab.errors import UserError
 from robustlab.experiment.build import (
     build_defense,
     build_model,
+    check_model,
     load_data,
     load_run,
     make_batches,
@@ -29,6 +30,7 @@ from robustlab.experiment.build import (
 from robustlab.experiment.rundir import RunDir
 from robustlab.io import atomic_write_text
 from robustlab.models import Classifier
+from robustlab.models.own import EXTERNAL
 from robustlab.train import (
     DistInfo,
     Run,
@@ -57,7 +59,9 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     run_dir.check(cfg, resume=resume, force=force, dist=dist)
     ds = load_data(cfg)
     objective = build_defense(cfg, ds)
-    build_model(cfg, ds)  # a bad model name or option fails here, before the run directory exists
+    probe = build_model(cfg, ds)  # a bad model name or option fails here, before the run directory exists
+    if cfg.model.name == EXTERNAL:  # your own model: it must fit the data and the recipe's terms
+        check_model(probe, objective, ds, cfg)
     run_dir.prepare(cfg, resume=resume, force=force, dist=dist)
     quiet = log if dist.is_main else (lambda _: None)  # one process speaks
     # Before seeding: a teacher trained here must not change the student's initialisation.
@@ -76,7 +80,8 @@ def train(cfg: Config, *, resume: bool = False, force: bool = False,
     data.monitor = robust_monitor(cfg, ds)
     # partners come from the training split
     objective.prepare(class_index=ClassIndex(data.train.split), bank=bank)
-    quiet(f"{cfg.name}: {cfg.model.name} on {ds.name} ({len(data.train) * cfg.data.batch_size} "
+    title = model.arch.get("class", cfg.model.name)  # your own model: its class
+    quiet(f"{cfg.name}: {title} on {ds.name} ({len(data.train) * cfg.data.batch_size} "
           f"train images/epoch, {len(ds.test)} test), recipe {cfg.defense.recipe}, {device}"
           + (f", {dist.world_size} processes" if dist.enabled else ""))
     if data.monitor is not None:

@@ -9,7 +9,7 @@ the `MODELS` registry: small_cnn, lenet, resnet (resnet20/32/56), preact_resnet1
 
 # The model modules are imported for their registrations in MODELS.
 from robustlab.models import lenet, preact_resnet, resnet, small_cnn, wide_resnet  # noqa: F401
-from robustlab.models.adapter import HookedClassifier, offers_contract
+from robustlab.models.adapter import HookedClassifier, HookedModel, offers_contract
 from robustlab.models.base import MODELS, Classifier, Normalize, Out, create_model
 from robustlab.models.external import load_model
 from robustlab.models.lenet import LeNet
@@ -22,6 +22,7 @@ __all__ = [
     "MODELS",
     "Classifier",
     "HookedClassifier",
+    "HookedModel",
     "LeNet",
     "Normalize",
     "Out",

@@ -42,9 +42,12 @@ def submodule(model: nn.Module, name: str, what: str = "layer") -> nn.Module:
     return modules[name]
 
 
-def last_linear(model: nn.Module) -> str:
-    """The name of the last `nn.Linear` registered in `model` (its classifier, by convention)."""
+def last_linear(model: nn.Module, required: bool = True) -> str | None:
+    """The name of the last `nn.Linear` registered in `model` (its classifier, by convention);
+    None for a model without one unless `required`."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names and not required:
+        return None
     if not names:
         raise UserError(f"{type(model).__name__} has no nn.Linear, so it has no embedding (the "
                         "input of its last linear layer): name its classifier with head_layer=")
@@ -55,8 +58,8 @@ class _Pass(NamedTuple):
     """One recorded forward: its input, the feature map, the embedding and the logits."""
 
     x: Tensor
-    features: Tensor
-    embedding: Tensor
+    features: Tensor | None
+    embedding: Tensor | None
     logits: Tensor
 
 
@@ -69,7 +72,79 @@ def _hooked(*handles: RemovableHandle) -> Iterator[None]:
             handle.remove()
 
 
-class HookedClassifier(nn.Module):
+class HookedModel(nn.Module):
+    """`model` with `forward_all(x)` = Out(logits, embedding, features) from one forward: the
+    embedding is the input of `head_layer` (default: the last nn.Linear; None when the model has
+    none), the feature map the output of `feature_layer` (None without one). This is how any
+    nn.Module trains with a recipe (`robustlab.train`): a recipe's terms read the embedding
+    (SML, BML, PDM) or the feature map (AGKD, ATAT, AAD) only where the layer exists, which
+    `Objective.reads` lets the trainer check before the first step.
+
+    `num_classes` and `arch` (what a checkpoint records to rebuild it) are set by
+    `models.own.own_model`.
+    """
+
+    def __init__(self, model: nn.Module, feature_layer: str | None = None, head_layer: str | None = None):
+        super().__init__()
+        _refuse_script(model)
+        self.model = model
+        self.feature_layer = feature_layer
+        self.head_layer = head_layer or last_linear(model, required=False)
+        self._feature_module = submodule(model, feature_layer, "feature layer") if feature_layer else None
+        self._head_module = submodule(model, self.head_layer, "head layer") if self.head_layer else None
+        self._last: _Pass | None = None
+        self.num_classes: int | None = None
+        self.arch: dict = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def forward_all(self, x: Tensor) -> Out:
+        """Logits, embedding and feature map (None where the layer is not named) from one forward."""
+        done = self._run(x)
+        self._last = None
+        return Out(done.logits, done.embedding, done.features)
+
+    def _run(self, x: Tensor, features: Tensor | None = None, embedding: Tensor | None = None) -> _Pass:
+        """A forward recording (or, when given, substituting) the feature map and the embedding."""
+        box: dict[str, list[Tensor]] = {"features": [], "embedding": []}
+
+        def on_features(module, inputs, output):
+            if features is not None:
+                output = _same_shape(features, output, f"feature layer {self.feature_layer!r}")
+            box["features"].append(output)
+            return output
+
+        def on_head(module, inputs):
+            value = inputs[0] if embedding is None else _same_shape(embedding, inputs[0], "embedding")
+            box["embedding"].append(value)
+            return (value, *inputs[1:])
+
+        handles = []
+        if self._feature_module is not None:
+            handles.append(self._feature_module.register_forward_hook(on_features))
+        if self._head_module is not None:
+            handles.append(self._head_module.register_forward_pre_hook(on_head))
+        with _hooked(*handles):
+            logits = self.model(x)
+        self._last = _Pass(x, self._one(box, "features", self.feature_layer),
+                           self._one(box, "embedding", self.head_layer), logits)
+        if self.feature_layer is not None:
+            _check_feature_map(self._last.features, self.feature_layer)
+        return self._last
+
+    def _one(self, box: dict[str, list[Tensor]], key: str, layer: str | None) -> Tensor | None:
+        """The one value a hook saw (None for a layer not named); a layer that did not run, or
+        ran twice (a module shared between places), has no single value to stand for."""
+        if layer is None:
+            return None
+        if len(box[key]) != 1:
+            raise UserError(f"layer {layer!r} ran {len(box[key])} times in one forward of "
+                            f"{type(self.model).__name__}: name a module that runs exactly once")
+        return box[key][0]
+
+
+class HookedClassifier(HookedModel):
     """`model` with `features(x)` = the output of `feature_layer` [B, C, h, w], `embed(f)` = the
     input of `head_layer` (default: the last nn.Linear) [B, D], `head(e)` = the logits.
 
@@ -78,25 +153,8 @@ class HookedClassifier(nn.Module):
     """
 
     def __init__(self, model: nn.Module, feature_layer: str, head_layer: str | None = None):
-        super().__init__()
-        if isinstance(model, torch.jit.ScriptModule):
-            raise UserError("a TorchScript model runs no Python hooks, so a feature layer cannot "
-                            "be read from it: load its Python class (a factory and a state_dict)")
-        self.model = model
-        self.feature_layer = feature_layer
-        self.head_layer = head_layer or last_linear(model)
-        self._feature_module = submodule(model, feature_layer, "feature layer")
-        self._head_module = submodule(model, self.head_layer, "head layer")
-        self._last: _Pass | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def forward_all(self, x: Tensor) -> Out:
-        """Logits, embedding and feature map from one forward."""
-        done = self._run(x)
-        self._last = None
-        return Out(done.logits, done.embedding, done.features)
+        _refuse_script(model)
+        super().__init__(model, feature_layer, head_layer or last_linear(model))
 
     def features(self, x: Tensor) -> Tensor:
         return self._run(x).features
@@ -116,36 +174,11 @@ class HookedClassifier(nn.Module):
             raise RuntimeError(f"HookedClassifier.{name} needs features(x) of the same batch first")
         return self._last
 
-    def _run(self, x: Tensor, features: Tensor | None = None, embedding: Tensor | None = None) -> _Pass:
-        """A forward recording (or, when given, substituting) the feature map and the embedding."""
-        box: dict[str, list[Tensor]] = {"features": [], "embedding": []}
 
-        def on_features(module, inputs, output):
-            if features is not None:
-                output = _same_shape(features, output, f"feature layer {self.feature_layer!r}")
-            box["features"].append(output)
-            return output
-
-        def on_head(module, inputs):
-            value = inputs[0] if embedding is None else _same_shape(embedding, inputs[0], "embedding")
-            box["embedding"].append(value)
-            return (value, *inputs[1:])
-
-        with _hooked(self._feature_module.register_forward_hook(on_features),
-                     self._head_module.register_forward_pre_hook(on_head)):
-            logits = self.model(x)
-        self._last = _Pass(x, self._one(box, "features", self.feature_layer),
-                           self._one(box, "embedding", self.head_layer), logits)
-        _check_feature_map(self._last.features, self.feature_layer)
-        return self._last
-
-    def _one(self, box: dict[str, list[Tensor]], key: str, layer: str) -> Tensor:
-        """The one value a hook saw; a layer that did not run, or ran twice (a module shared
-        between places), has no single value to stand for."""
-        if len(box[key]) != 1:
-            raise UserError(f"layer {layer!r} ran {len(box[key])} times in one forward of "
-                            f"{type(self.model).__name__}: name a module that runs exactly once")
-        return box[key][0]
+def _refuse_script(model: nn.Module) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UserError("a TorchScript model runs no Python hooks, so a feature layer cannot "
+                        "be read from it: load its Python class (a factory and a state_dict)")
 
 
 def _same_shape(given: Tensor, recorded: Tensor, what: str) -> Tensor:

@@ -26,11 +26,16 @@ from robustlab.registry import Registry
 
 
 class Out(NamedTuple):
-    """All outputs of one forward pass: logits [B, K], embedding [B, D], features [B, C, h, w]."""
+    """All outputs of one forward pass: logits [B, K], embedding [B, D], features [B, C, h, w]
+    (a `HookedModel` of a plain nn.Module leaves those it has no layer for None)."""
 
     logits: Tensor
     embedding: Tensor
     features: Tensor
+
+    def rows(self, which: slice) -> Out:
+        """The outputs of the images `which` (a slice of the batch)."""
+        return Out(*(None if part is None else part[which] for part in self))
 
 
 class Normalize(nn.Module):
