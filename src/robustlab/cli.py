@@ -90,6 +90,8 @@ def _eval(args: argparse.Namespace) -> int:
     if own and args.data is None:
         raise UserError("your own model needs --data NAME|PATH: a registered data set "
                         "(robustlab datasets) or a folder of class folders / .npz file")
+    if args.robustbench:  # before an hour of attacks, not after
+        _check_robustbench_suite(args.suite or ("papers" if own else None))
     # with --json, stdout holds the one JSON line only: progress goes to stderr
     log = functools.partial(print, file=sys.stderr if args.json else sys.stdout, flush=True)
     if own:
@@ -104,6 +106,11 @@ def _eval(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, source=args.source, out=args.out,
                                 compile=args.compile, log=log)
     if args.suite:
+        if args.robustbench and "files" in report:
+            from robustlab.report import write_robustbench
+
+            card = write_robustbench(report, Path(report["files"]["json"]).parent)
+            print(f"RobustBench entry: {card}", file=sys.stderr if args.json else sys.stdout)
         if "files" in report:  # rank 0
             if args.json:
                 print(json.dumps({k: v for k, v in report.items() if k != "files"}))
@@ -121,6 +128,15 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"{result['run']} ({result['checkpoint']}): clean test accuracy "
               f"{result['clean_accuracy']:.4f} on {result['test_images']} {result['dataset']} images")
     return 0
+
+
+def _check_robustbench_suite(suite: str | None) -> None:
+    from robustlab.eval.suite import load_suite
+    from robustlab.report.robustbench import AUTOATTACK
+
+    if suite is None or not any(e.attack == AUTOATTACK for e in load_suite(suite).attacks):
+        raise UserError(f"--robustbench needs AutoAttack's accuracy, which suite {suite!r} does not run: "
+                        "use --suite autoattack (or papers)")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -330,6 +346,8 @@ def _add_eval(sub) -> None:
                                     "trained model on the same data, trained once and cached; your "
                                     "own model's transfer attacks are skipped without it)")
     p.add_argument("--out", help="report directory (default: RUN/report; your own model: reports/NAME)")
+    p.add_argument("--robustbench", action="store_true", help="also write robustbench.json beside the "
+                   "report: the fields of a RobustBench model card (needs AutoAttack in the suite)")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile (inductor; "
                    "the first batch of each shape compiles; benchmarks/results.md says where it pays)")
     own = p.add_argument_group("your own model, instead of RUN (default suite: papers)")

@@ -88,7 +88,8 @@ def evaluate_suite(path: str | Path, suite_name: str | Suite, *, which: str = "l
     body["outcomes"]["images"]["split"] = "test"  # its first n images
     report = {"run": cfg.name, "checkpoint": str(loaded.checkpoint), "trained": loaded.trained,
               "dataset": ds.name, "class_names": list(ds.class_names),
-              "model": cfg.model.name, "recipe": cfg.defense.recipe, **body, **stamp(dev, dist.world_size)}
+              "model": loaded.model.arch.get("class", cfg.model.name),  # your own model: its class
+              "recipe": cfg.defense.recipe, **body, **stamp(dev, dist.world_size)}
     if dist.is_main:
         report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}
     return report

@@ -2,7 +2,8 @@
 
 from robustlab.report.compare import compare_html, compare_markdown
 from robustlab.report.render import markdown, schema, to_html, write_report
+from robustlab.report.robustbench import robustbench_entry, write_robustbench
 from robustlab.report.sections import Section, write_sections_page
 
-__all__ = ["Section", "compare_html", "compare_markdown", "markdown", "schema", "to_html",
-           "write_sections_page", "write_report"]
+__all__ = ["Section", "compare_html", "compare_markdown", "markdown", "robustbench_entry", "schema",
+           "to_html", "write_robustbench", "write_sections_page", "write_report"]
