@@ -26,7 +26,7 @@ from robustlab.experiment.training import train
 from robustlab.io import atomic_write_bytes
 from robustlab.models import offers_contract
 from robustlab.models.own import EXTERNAL, own_model, remember
-from robustlab.train import save_checkpoint
+from robustlab.train import Callback, save_checkpoint
 from robustlab.train.checkpoint import weights_digest
 from robustlab.train.fit import say
 
@@ -38,7 +38,8 @@ def train_model(model: nn.Module | str, data: Images, recipe: str = "madry", *, 
                 test: Images | None = None, teacher: nn.Module | str | Path | None = None,
                 weights: str | Path | None = None, seed: int = 0, batch_size: int = 128,
                 device: str = "auto", overrides: Sequence[str] = (), resume: bool = False,
-                force: bool = False, log: Callable[[str], None] = say, **options) -> nn.Module:
+                force: bool = False, log: Callable[[str], None] = say, callbacks: Sequence[Callback] = (),
+                **options) -> nn.Module:
     """Train `model` (an nn.Module mapping [0, 1] images to logits, or a spec
     `package.module:factory`, optionally started from `weights`) with `recipe` and its `options`
     (`robustlab recipes`), through the loop `robustlab train` runs; returns the trained model
@@ -54,6 +55,8 @@ def train_model(model: nn.Module | str, data: Images, recipe: str = "madry", *, 
     last nn.Linear. teacher: the frozen teacher of agkd_bml / atat (a model, a run directory or a
     checkpoint; default: a standard-trained copy of `model`, trained once and cached). overrides:
     any other setting as `section.key=value` (`optim.lr=0.01`, `train.monitor_images=0`).
+    callbacks: `robustlab.train.Callback`s, called after every step and epoch. A bad argument
+    stops before anything is written.
 
         model = robustlab.train(Net(), "fashion-mnist", recipe="trades", epochs=10, out="runs/net")
     """
@@ -63,14 +66,20 @@ def train_model(model: nn.Module | str, data: Images, recipe: str = "madry", *, 
     given = isinstance(model, nn.Module)
     cfg = _config(model, recipe, epochs, eps, out, feature_layer, weights, seed, batch_size, device,
                   options, overrides)
-    cfg.data.name, cfg.data.data_dir = _data(data, test, cfg)
-    if cfg.defense.eps is None and cfg.data.name not in DEFAULT_EPS:
-        cfg.defense.eps = user_eps(None, cfg.data.name)  # the error that names the budget
-    if isinstance(teacher, nn.Module):
-        cfg.defense.teacher = str(_teacher_file(teacher, cfg))
-    elif teacher is not None:
-        cfg.defense.teacher = str(teacher)
-    run = train(cfg, resume=resume, force=force, log=log)
+    written: list[Path] = []  # files this call made before the run's own checks: removed on error
+    try:
+        cfg.data.name, cfg.data.data_dir = _data(data, test, cfg, written)
+        if cfg.defense.eps is None and cfg.data.name not in DEFAULT_EPS:
+            cfg.defense.eps = user_eps(None, cfg.data.name)  # the error that names the budget
+        if isinstance(teacher, nn.Module):
+            cfg.defense.teacher = str(_teacher_file(teacher, cfg, written))
+        elif teacher is not None:
+            cfg.defense.teacher = str(teacher)
+        run = train(cfg, resume=resume, force=force, log=log, callbacks=callbacks)
+    except UserError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     if not given:
         return run.model.model
     model.load_state_dict(run.model.model.state_dict())
@@ -101,7 +110,7 @@ def _config(model: nn.Module | str, recipe: str, epochs: int, eps: float | None,
     return config_from_dict(values, list(overrides))
 
 
-def _data(data: Images, test: Images | None, cfg: Config) -> tuple[str, str | None]:
+def _data(data: Images, test: Images | None, cfg: Config, written: list[Path]) -> tuple[str, str | None]:
     """(data.name, data.data_dir): a data set's, or an .npz file of the given tensors, written once
     (named by a digest of the images and labels) in cfg.out_dir."""
     if isinstance(data, (str, Path)):
@@ -122,7 +131,7 @@ def _data(data: Images, test: Images | None, cfg: Config) -> tuple[str, str | No
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buffer.getvalue())
+        written.append(atomic_write_bytes(path, buffer.getvalue()))
     return "npz", str(path)
 
 
@@ -138,18 +147,18 @@ def _images(data: Images) -> tuple[np.ndarray, np.ndarray]:
     return images.x.mul(255).round().byte().numpy(), images.y.long().numpy()
 
 
-def _teacher_file(teacher: nn.Module, cfg: Config) -> Path:
+def _teacher_file(teacher: nn.Module, cfg: Config, written: list[Path]) -> Path:
     """A teacher given as an object, saved as a checkpoint in cfg.out_dir (named by its weights)
     so the run's teacher.json can name it and a resumed run reloads the same teacher."""
     from robustlab.experiment.build import load_data
 
     ds = load_data(cfg)
-    options = {"given": remember(teacher), "feature_layer": cfg.model.options.get("feature_layer")}
+    options = {"given": remember(teacher, "teacher"), "feature_layer": cfg.model.options.get("feature_layer")}
     wrapped = own_model(options, num_classes=ds.num_classes, in_channels=ds.in_channels,
                         image_size=ds.image_size)
     state = {"arch": wrapped.arch, "model": wrapped.state_dict(), "config": cfg.to_dict(),
              "epoch": cfg.train.epochs}
     path = Path(cfg.out_dir) / f"_teacher-given_{wrapped.arch['class']}_{weights_digest(state)}.pt"
     if not path.is_file():
-        save_checkpoint(state, path)
+        written.append(save_checkpoint(state, path))
     return path

@@ -26,15 +26,16 @@ OPTIONS = ("spec", "weights", "feature_layer", "given")
 _GIVEN: dict[str, nn.Module] = {}  # given key -> the model as it was given (a copy)
 
 
-def remember(model: nn.Module) -> str:
-    """Keep a copy of `model` as given (before training) and return its key: the class name and a
-    digest of its parameter and buffer names and shapes (not values, so a resumed run given a
-    trained or newly initialised object of the same architecture has the same key)."""
+def remember(model: nn.Module, role: str = "model") -> str:
+    """Keep a copy of `model` as given now (before training), replacing an earlier one of the
+    same key, and return the key: its role ("model", "teacher"), class name and a digest of its
+    parameter and buffer names and shapes (not values, so a resumed run given a trained or newly
+    initialised object of the same architecture has the same key, and the same config)."""
     digest = hashlib.sha1(type(model).__qualname__.encode())
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}:{tuple(tensor.shape)};".encode())
-    key = f"{type(model).__name__}-{digest.hexdigest()[:10]}"
-    _GIVEN.setdefault(key, copy.deepcopy(model).cpu())
+    key = f"{type(model).__name__}-{role}-{digest.hexdigest()[:10]}"
+    _GIVEN[key] = copy.deepcopy(model).cpu()
     return key
 
 
