@@ -266,6 +266,12 @@ def _attacks(args: argparse.Namespace) -> int:
     return 0
 
 
+# what a recipe's terms read beyond the logits -> what robustlab.train needs of your own model
+_LAYERS = {"embedding": "an nn.Linear classifier (the embedding is its input)",
+           "features": "feature_layer= (its last conv module: the attention map)",
+           "embedding + features": "feature_layer= and an nn.Linear classifier"}
+
+
 def _recipes(args: argparse.Namespace) -> int:
     from robustlab.defenses.recipes import describe_recipes
 
@@ -277,6 +283,7 @@ def _recipes(args: argparse.Namespace) -> int:
         print(f"{row['name']}: {row['paper']}\n    loss = {terms}\n    adversary: {row['adversary']}"
               + f"\n    forward: {forward}"
               + (f"\n    teacher: {row['teacher']}" if row.get("teacher") else "")
+              + (f"\n    your own model needs: {_LAYERS[' + '.join(row['reads'])]}" if row["reads"] else "")
               + (f"\n    options: {options}" if options else ""))
     return 0
 

@@ -428,7 +428,8 @@ def describe_recipes(eps: float = 0.1) -> list[dict[str, Any]]:
                    if p.name not in ("eps", "label_smoothing")}
         forward = objective.forward if len(objective.image_sets) > 1 else "one forward"
         rows.append({"name": name, **RECIPES.info[name], "terms": objective.weights,
-                     "replays": objective.replays, "forward": forward, "options": options})
+                     "replays": objective.replays, "forward": forward, "options": options,
+                     "reads": sorted(objective.reads)})
     return rows
 
 

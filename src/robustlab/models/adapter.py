@@ -1,13 +1,16 @@
 """Any nn.Module seen through the `Classifier` contract, by forward hooks.
 
-A plain model mapping [0, 1] images to logits has no `features` / `embed` / `head`; A3 and the
-Grad-CAM code need them. `HookedClassifier(model, feature_layer)` answers them as
-pytorch-grad-cam reads its target layers: the feature map is the output of the named submodule,
-the embedding is the input of the last `nn.Linear` (the head). `embed(f)` and `head(e)` rerun the
-model on the input of the last `features` call with that layer's output (or the head's input)
-replaced by `f` (or `e`), so every call keeps the graph the contract promises; when they are
-given the very tensors that pass recorded (A3's differentiable step), the recorded results are
-returned and a step costs one forward, as with a `Classifier`.
+A plain model mapping [0, 1] images to logits has no `features` / `embed` / `head` /
+`forward_all`; A3, the Grad-CAM code and the training loop need them. `HookedModel(model,
+feature_layer=None)` gives `forward_all` (what `fit` and the loss terms read), with the
+embedding and feature map None where the model has no such layer.
+`HookedClassifier(model, feature_layer)` answers the contract as pytorch-grad-cam reads its
+target layers: the feature map is the output of the named submodule, the embedding is the input
+of the last `nn.Linear` (the head). `embed(f)` and `head(e)` rerun the model on the input of the
+last `features` call with that layer's output (or the head's input) replaced by `f` (or `e`), so
+every call keeps the graph the contract promises; when they are given the very tensors that pass
+recorded (A3's differentiable step), the recorded results are returned and a step costs one
+forward, as with a `Classifier`.
 """
 
 from __future__ import annotations
