@@ -5,6 +5,7 @@ hand-written loop, the RobustBench entry, and the one-line errors that write not
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -153,8 +154,6 @@ def test_the_cli_trains_a_factory_and_evaluates_its_run_like_any_other(images, t
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ownnet.py").write_text(SPEC_MODULE)
     x, y = images
-    import numpy as np
-
     np.savez(tmp_path / "data.npz", x=(x * 255).round().byte().numpy(), y=y.numpy())
     code = main(["train", "--model", "ownnet:Net", "--data", "data.npz", "--recipe", "aad_madry",
                  "--feature-layer", "conv", "train.epochs=1", "defense.eps=0.1", "data.batch_size=64",
@@ -307,3 +306,32 @@ def test_robustlab_train_is_the_package_and_the_function():
     assert robustlab.train is package and callable(robustlab.train)
     assert package.fit is not None and "train" in dir(robustlab) and "defense" in dir(robustlab)
     assert train_model.__doc__ and robustlab.defense.__name__ == "defense"
+
+
+def test_a_dataloader_and_its_tensors_are_one_data_set_and_test_images_may_be_given(images, tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = images
+    loader = DataLoader(TensorDataset(x, y), batch_size=50)
+    robustlab.train(ConvNet(), loader, "standard", out=tmp_path / "loader", **COMMON)
+    robustlab.train(ConvNet(), (x, y), "standard", out=tmp_path / "tensors", **COMMON)
+    saved = {(tmp_path / run / "config.yaml").read_text().split("data_dir: ")[1].split("\n")[0]
+             for run in ("loader", "tensors")}
+    assert len(saved) == 1 and len(list(tmp_path.glob("_data_*.npz"))) == 1  # one file, stored once
+    robustlab.train(ConvNet(), (x[:200], y[:200]), "standard", test=(x[200:], y[200:]),
+                    out=tmp_path / "split", **COMMON)
+    arrays = np.load(next(p for p in tmp_path.glob("_data_*.npz") if str(p) not in saved))
+    assert sorted(arrays.files) == ["x_test", "x_train", "y_test", "y_train"] and len(arrays["y_test"]) == 56
+    assert torch.equal(torch.from_numpy(arrays["x_train"]), (x[:200] * 255).round().byte())
+
+
+def test_a_run_of_a_given_object_names_the_fix_in_another_process(images, tmp_path, monkeypatch):
+    from robustlab.experiment import load_run
+    from robustlab.models import own
+
+    robustlab.train(ConvNet(), images, "standard", out=tmp_path / "given", **COMMON)
+    assert load_run(tmp_path / "given").model.arch["class"] == "ConvNet"  # this process remembers it
+    monkeypatch.setattr(own, "_GIVEN", {})  # as a new process
+    with pytest.raises(UserError, match=r"this run's model \(ConvNet\) was given to robustlab.train as a "
+                                        r"Python object.*model='package.module:factory'"):
+        load_run(tmp_path / "given")
