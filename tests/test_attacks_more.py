@@ -82,7 +82,12 @@ def test_cw_l2_minimal_distortion_beats_pgd_l2_radius(trained_fmnist):
 
 def test_cw_constant_grows_until_success(trained_fmnist):
     model, x, y = trained_fmnist
-    keep = (predict(model, x) == y).nonzero().flatten()[:8]
+    # Images the model classifies with a logit margin >= 2: Adam normalises the gradient's scale,
+    # so at c = 1e-4 it still walks towards the boundary until the distortion term dominates, and
+    # an image near it is crossed (this machine's fixture has one of margin 0.48, crossed at L2 0.42).
+    with torch.no_grad():
+        top = model(x).topk(2, 1).values
+    keep = ((predict(model, x) == y) & (top[:, 0] - top[:, 1] >= 2)).nonzero().flatten()[:8]
     x, y = x[keep], y[keep]
     # c = 1e-4 alone cannot outweigh the distortion: nothing found, the inputs come back unchanged.
     weak = CWL2(steps=50, search_steps=1, initial_const=1e-4, lr=0.05)(model, x, y)
