@@ -12,6 +12,7 @@ robustlab's objective forwards x once per attack (the KL target is fixed) and on
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -80,7 +81,8 @@ def main() -> None:
     train = load_dataset("fashion-mnist").train
     x_all, y_all = train.images.float() / 255, train.labels
     torch.manual_seed(0)
-    models = {name: Net() for name in ("robustlab", "authors", "ce")}
+    start = Net()
+    models = {name: copy.deepcopy(start) for name in ("robustlab", "authors", "ce")}
     opts = {name: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for name, m in models.items()}
     defense = robustlab.defense("trades", eps=EPS, step_size=STEP_SIZE, steps=ATTACK_STEPS, beta=BETA)
 
