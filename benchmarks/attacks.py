@@ -114,8 +114,9 @@ def peers(model) -> dict[str, dict]:
 
 
 def ours_attacks():
+    # the last iterate, as torchattacks, foolbox and ART return (robustlab's default is the best)
     attacks = {"FGSM": ATTACKS.build("fgsm", eps=EPS),
-               f"PGD-{STEPS}": ATTACKS.build("pgd", eps=EPS, steps=STEPS)}
+               f"PGD-{STEPS}": ATTACKS.build("pgd", eps=EPS, steps=STEPS, iterate="last")}
     if "cw_l2" in ATTACKS:
         attacks["CW-L2"] = ATTACKS.build("cw_l2", **CW)
     return attacks

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustlab import __version__
+from robustlab.attacks.pgd import TRAINING_ITERATE
 from robustlab.attacks.presets import ATTACKS
 from robustlab.errors import UserError
 from robustlab.io import atomic_write_text
@@ -134,7 +135,7 @@ def _fill(path: Path, meta: dict, model: nn.Module, images: Tensor, labels: Tens
         rows = np.flatnonzero((eps == e) & ~done)
         if not len(rows):
             continue
-        build = ATTACKS.build(attack, eps=e / 255)
+        build = ATTACKS.build(attack, eps=e / 255, iterate=TRAINING_ITERATE)
         for start in range(0, len(rows), batch):
             chunk = rows[start:start + batch]
             rows_t = torch.from_numpy(chunk)
@@ -187,5 +188,6 @@ class SourceImages:
         out = torch.empty_like(x)
         for e in eps.unique().tolist():  # one attack call per drawn eps: its step count depends on it
             rows = (eps == e).nonzero().flatten().to(self.device)
-            out[rows] = ATTACKS.build(self.attack, eps=e / 255)(self.model, x[rows], y[rows])
+            attack = ATTACKS.build(self.attack, eps=e / 255, iterate=TRAINING_ITERATE)
+            out[rows] = attack(self.model, x[rows], y[rows])
         return out

@@ -4,6 +4,7 @@ restarts, momentum) rather than subclasses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -18,9 +19,49 @@ from robustlab.attacks.base import (
 from robustlab.attacks.losses import LOSSES, is_adversarial
 from robustlab.attacks.targets import TARGETS
 from robustlab.attacks.threat import Threat
+from robustlab.attacks.trace import late_progress, record
 from robustlab.attention import cam_from, features_and_logits, grad_cam, normalize, threshold_area
 from robustlab.errors import UserError, check_ranges
 from robustlab.models.modes import frozen_eval
+
+ITERATES = ("best", "last")
+# What the attacks that make training images return: the last iterate, as the papers' training
+# code (Madry et al., TRADES, MART, Kurakin's and the Cascade paper's one-step and iter_FGSM
+# images); the best iterate would train on the path's first adversarial point, a weaker example.
+TRAINING_ITERATE = "last"
+
+
+class Path(NamedTuple):
+    """One restart's result: the returned point, the target it ended with, whether any iterate
+    was adversarial, and its loss trace's late progress (`late_progress`)."""
+
+    x_adv: Tensor
+    target: Tensor | None
+    seen: Tensor
+    progress: Tensor
+
+
+class BestIterate:
+    """Each sample's best iterate so far: the first adversarial one, else the highest loss
+    (A3's loss includes its attention term: the loss the attack ascends)."""
+
+    def __init__(self, x: Tensor):
+        self.x = x.clone()
+        self.loss = torch.full((len(x),), -torch.inf, device=x.device)
+        self.seen = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.losses: list[Tensor] = []
+
+    def update(self, x: Tensor, loss: Tensor, hit: Tensor, candidate: bool = True) -> None:
+        """Record an iterate's loss; a `candidate` may also become the best (the clean input,
+        x_0 without a random start, is on the trace but never returned: FGSM stays one step)."""
+        loss = loss.float()
+        self.losses.append(loss)
+        if not candidate:
+            return
+        better = (hit & ~self.seen) | (~self.seen & ~hit & (loss > self.loss))
+        self.x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, self.x)
+        self.loss = torch.where(better, loss, self.loss)
+        self.seen = self.seen | hit
 
 
 @dataclass(frozen=True)
@@ -52,6 +93,16 @@ class PGD:
             draws from torch's global generator: adversarial training wants a fresh start for
             the same image every epoch, and the trainer checkpoints that generator.
         attention: A3's sigma (0: off); needs a model with the `Classifier` contract.
+        iterate: "best" returns each sample's best iterate (x_1..x_T, and the random start x_0):
+            the first adversarial one, else the highest loss (as AutoAttack's APGD keeps its best
+            point), so a path that crossed the boundary is never reported robust (Pintor et al.
+            2022's *silent success*); it costs one forward of x_T. "last" returns x_T, as Madry
+            et al.'s code, foolbox and torchattacks do (training adversaries, `TRAINING_ITERATE`,
+            and the bit-for-bit checks).
+
+    Inside `attacks.trace.tracing()` each call records, per sample, whether any iterate was
+    adversarial and the late progress of its loss trace (Pintor et al. 2022 Sec. 3.2's
+    indicators 1 and 2), from the passes the attack makes anyway.
     """
 
     threat: Threat = Threat()
@@ -68,6 +119,7 @@ class PGD:
     seed: int = 0
     noise: str = "per_sample"
     attention: float = 0.0
+    iterate: str = "best"
 
     def __post_init__(self) -> None:
         checks = [
@@ -84,6 +136,7 @@ class PGD:
             (self.loss != "kl" or self.random_start, "random_start", self.random_start,
              "true with loss=kl (its gradient is zero at the clean input)"),
             (self.attention >= 0, "attention", self.attention, ">= 0 (A3's sigma)"),
+            (self.iterate in ITERATES, "iterate", self.iterate, " or ".join(ITERATES)),
         ]
         check_ranges(checks)
 
@@ -108,21 +161,25 @@ class PGD:
                     params = {"reference": clean_logits.float().log_softmax(1)}
             loss_fn = LOSSES[self.loss](**params)
             area = self._attention_area(model, x, y)
-            best, best_loss, best_hit = x.clone(), None, None
+            best, best_loss, best_hit, seen, progress = x.clone(), None, None, None, None
             for restart in range(self.restarts):
-                x_adv, t = self._run(model, x, y, target, rule, seeds, loss_fn, restart, area)
+                path = self._run(model, x, y, target, rule, seeds, loss_fn, restart, area)
                 if self.restarts == 1:
-                    return x_adv
+                    record(seen=path.seen, progress=path.progress)
+                    return path.x_adv
                 with torch.no_grad():
-                    logits = model(x_adv)
-                    value, hit = loss_fn(logits, y, t), is_adversarial(logits, y, t)
+                    logits = model(path.x_adv)
+                    value, hit = loss_fn(logits, y, path.target), is_adversarial(logits, y, path.target)
                 if best_loss is None:
-                    best, best_loss, best_hit = x_adv, value, hit
+                    best, best_loss, best_hit = path.x_adv, value, hit
+                    seen, progress = path.seen, path.progress
                     continue
                 better = (hit & ~best_hit) | ((hit == best_hit) & (value > best_loss))
-                best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
+                best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), path.x_adv, best)
                 best_loss = torch.where(better, value, best_loss)
                 best_hit = best_hit | hit
+                seen, progress = seen | path.seen, torch.where(better, path.progress, progress)
+            record(seen=seen, progress=progress)
             return best
 
     def _attention_area(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor | None:
@@ -134,11 +191,11 @@ class PGD:
         return threshold_area(grad_cam(model, x, y)).to(x.dtype)
 
     def _step_loss(self, model: nn.Module, x_adv: Tensor, y: Tensor, target, rule, seeds, loss_fn,
-                   area: Tensor | None, first: bool = False) -> tuple[Tensor, Tensor | None]:
-        """The loss the step ascends, and the target it used. With A3 (AAD eq. 12) one forward
-        gives the feature map and the logits, and the attention deviation is added. The `first`
-        step of a call checks that the model returns logits (on that step's outputs: a separate
-        clean forward would cost FGSM half again)."""
+                   area: Tensor | None, first: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The loss the step ascends, the target it used and the logits. With A3 (AAD eq. 12)
+        one forward gives the feature map and the logits, and the attention deviation is added.
+        The `first` step of a call checks that the model returns logits (on that step's outputs:
+        a separate clean forward would cost FGSM half again)."""
         if area is None:
             logits = model(x_adv)
         else:
@@ -151,23 +208,34 @@ class PGD:
         if area is not None:
             cam = normalize(cam_from(feats, logits, y, create_graph=True), "minmax")
             loss = loss + self.attention * (area - cam).abs().mean((1, 2))
-        return loss, target
+        return loss, target, logits
 
-    def _run(self, model, x, y, target, rule, seeds, loss_fn, restart, area=None):
-        """One restart: the final iterate and the target it ended with."""
+    def _run(self, model, x, y, target, rule, seeds, loss_fn, restart, area=None) -> Path:
+        """One restart: the returned iterate (`iterate`), its target, and the path's record."""
         x_adv = self._start(x, restart) if self.random_start else x.clone()
         g = torch.zeros_like(x) if self.momentum else None
+        best = BestIterate(x_adv)
         for step in range(self.steps):
             x_adv.requires_grad_(True)
-            loss, target = self._step_loss(model, x_adv, y, target, rule, seeds, loss_fn, area,
-                                           first=step == 0 and restart == 0)
+            loss, target, logits = self._step_loss(model, x_adv, y, target, rule, seeds, loss_fn, area,
+                                                   first=step == 0 and restart == 0)
+            best.update(x_adv.detach(), loss.detach(), is_adversarial(logits.detach(), y, target),
+                        candidate=step > 0 or self.random_start)
             grad = input_grad(loss, x_adv)
             if g is not None:
                 l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
                 g = self.momentum * g + grad / l1
                 grad = g
             x_adv = self.threat.project(x_adv.detach() + self.threat.ascent(grad, self.alpha), x)
-        return x_adv.detach(), target
+        x_adv = x_adv.detach()
+        if self.iterate == "last":
+            return Path(x_adv, target, best.seen, late_progress(best.losses))
+        with torch.no_grad():  # x_T: the one point the loop never evaluated
+            logits = model(x_adv)
+            if self.retarget and rule is not None:
+                target = rule(logits, y, seeds)
+            best.update(x_adv, loss_fn(logits, y, target), is_adversarial(logits, y, target))
+        return Path(best.x, target, best.seen, late_progress(best.losses))
 
     def _start(self, x: Tensor, restart: int) -> Tensor:
         """A random point of the ball: uniform, or Gaussian with `start_std` (projected)."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from robustlab.attacks.params import attack_params, bounded_threat
-from robustlab.attacks.pgd import PGD
+from robustlab.attacks.pgd import PGD, TRAINING_ITERATE
 from robustlab.errors import UserError
 from robustlab.registry import Registry
 
@@ -27,7 +27,7 @@ def kurakin_steps(eps: float) -> int:
 def one_step_attack(name: str) -> PGD:
     """The attack `name` built at eps 1, checked to be one sign step without random start
     (fgsm, step_fgsm, step_ll): the attacks whose size can be chosen after the fact."""
-    attack = ATTACKS.build(name, eps=1.0)
+    attack = ATTACKS.build(name, eps=1.0, iterate=TRAINING_ITERATE)  # its step, never x itself
     if not (isinstance(attack, PGD) and attack.steps == 1 and not attack.random_start):
         raise UserError(f"attack={name!r}: this needs a one-step attack without random start "
                         "(step_ll, step_fgsm or fgsm)")

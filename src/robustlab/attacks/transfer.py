@@ -12,11 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack
+from robustlab.attacks.losses import is_adversarial
 from robustlab.attacks.presets import ATTACKS
+from robustlab.attacks.trace import active, record, untraced
 from robustlab.errors import UserError
+from robustlab.models.modes import eval_mode
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,7 +39,13 @@ class Transfer:
         param = next(self.source.parameters(), None)
         device = param.device if param is not None else x.device
         moved = None if target is None else target.to(device)
-        return self.attack(self.source, x.to(device), y.to(device), moved).to(x.device)
+        with untraced():  # the inner attack's path is on the source, not on the model evaluated
+            x_adv = self.attack(self.source, x.to(device), y.to(device), moved)
+        if active():  # Pintor et al.'s transfer failure reads whether the source was fooled
+            with torch.no_grad(), eval_mode(self.source):
+                logits = self.source(x_adv)
+            record(source_fooled=is_adversarial(logits, y.to(device), moved))
+        return x_adv.to(x.device)
 
 
 def transfer(source: nn.Module, attack: Attack | str, **params: Any) -> Transfer:

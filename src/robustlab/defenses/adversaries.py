@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import ATTACKS, PGD, Attack, sign_step
+from robustlab.attacks.pgd import TRAINING_ITERATE
 from robustlab.attacks.presets import one_step_attack
 from robustlab.attacks.targets import most_confusing
 from robustlab.data import check_eps
@@ -71,8 +72,10 @@ class AttackAdversary:
 
 
 def training_pgd(eps: float, steps: int, step_size: float | None = None, **params) -> PGD:
-    """The PGD preset with fresh random starts every step (torch's checkpointed generator)."""
-    return ATTACKS.build("pgd", eps=eps, steps=steps, step_size=step_size, noise="global", **params)
+    """The PGD preset with fresh random starts every step (torch's checkpointed generator),
+    returning the last iterate (`attacks.pgd.TRAINING_ITERATE`)."""
+    return ATTACKS.build("pgd", eps=eps, steps=steps, step_size=step_size, noise="global",
+                         **{"iterate": TRAINING_ITERATE, **params})
 
 
 def random_eps(n: int, max_eps: float, like: Tensor) -> Tensor:
