@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import ATTACKS, transfer
-from robustlab.eval import masking
+from robustlab.attacks.trace import tracing
+from robustlab.eval import indicators, masking
 from robustlab.eval.accuracy import accuracy
 from robustlab.eval.attack_run import attack_batches
 from robustlab.eval.outcomes import images_digest
@@ -30,7 +31,7 @@ from robustlab.eval.suite import Suite, SuiteAttack
 from robustlab.io import atomic_torch_save, plain_torch_load
 from robustlab.models.adapter import offers_contract
 
-SCHEMA = "robustlab.report/2"  # 2: per-image outcomes
+SCHEMA = "robustlab.report/3"  # 2: per-image outcomes; 3: indicators of attack failure
 
 
 @dataclass
@@ -123,9 +124,10 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
             return done
         attack = make_attack()
         start = time.perf_counter()
-        result = attack_batches(model, _Batches(mine_x, mine_y, batch_size, device), attack,
-                                device=device, progress=shard.rank == 0, desc=name)
-        value = shard.gather(result.per_sample, n)
+        with tracing() as calls:  # the attack's path, for the indicators of attack failure
+            result = attack_batches(model, _Batches(mine_x, mine_y, batch_size, device), attack,
+                                    device=device, progress=shard.rank == 0, desc=name)
+        value = shard.gather({**result.per_sample, **indicators.traced(calls, len(mine_y))}, n)
         value["seconds"] = time.perf_counter() - start
         state.put(name, value)
         if shard.rank == 0:
@@ -160,6 +162,8 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
                                worst["attacks"] if clean is not None else [])
     checks = _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_classes,
                              evaluate, device)
+    failure = (_indicators(model, x, y, outcomes, clean, eps, state, device, batch_size, log)
+               if clean is not None and shard.rank == 0 else None)
     return {
         "schema": SCHEMA,
         "suite": suite.name,
@@ -174,7 +178,28 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
         "examples": examples,
         "outcomes": per_image,
         "masking": {"checks": [c.to_dict() for c in checks], "verdict": masking.verdict(checks)},
+        "indicators": failure,
     }
+
+
+PROBE = "indicators probe"  # the state entry of the probe's per-image results
+
+
+def _indicators(model: nn.Module, x: Tensor, y: Tensor, outcomes: dict[str, dict], clean: Tensor, eps: float,
+                state: State, device, batch_size: int, log: Callable[[str], None]) -> dict:
+    """Pintor et al.'s indicators of attack failure (`eval.indicators`): the attacks' own records,
+    and one probe of the points some attack left robust (saved in the state, like an attack)."""
+    start = time.perf_counter()
+    points = clean & torch.stack([o["robust"] for o in outcomes.values()]).any(0)  # some attack failed
+    probed = state.get(PROBE)
+    if probed is None:
+        where = points.nonzero().flatten()
+        probed = indicators.probe(model, x[where].to(device), y[where].to(device), eps, batch_size=batch_size)
+        probed["seconds"] = torch.tensor(time.perf_counter() - start)
+        state.put(PROBE, probed)
+        log(f"  indicators of attack failure: probe of {len(where)} robust points "
+            f"({probed['seconds'].item():.1f} s)")
+    return indicators.summarise(outcomes, probed, points, probed["seconds"].item())
 
 
 def _curves(suite: Suite, eps: float, evaluate: Callable) -> dict:

@@ -87,15 +87,63 @@ def _worst_line(report: dict) -> str:
             f"them): **{pct(worst['accuracy'])}**. Images first broken by: {by}.")
 
 
+INDICATOR_HEAD = ["attack", "robust points", "silent success", "incomplete optimisation", "transfer failure",
+                  "unavailable gradients", "unstable predictions", "unconstrained failure",
+                  "robust on a failed attack"]
+INDICATOR_KEYS = ("silent_success", "incomplete_optimization", "transfer_failure", "unavailable_gradients",
+                  "unstable_predictions", "unconstrained_failure")
+
+
+def indicator_rows(report: dict) -> list[list[str]]:
+    """Per attack: how many of its robust points each indicator fires on ("-": not recorded for
+    this attack), and how many rest on a failed attack."""
+    def share(count: int | None, points: int) -> str:
+        return "-" if count is None else f"{count} ({pct(count / points if points else 0.0, 1)})"
+
+    return [[row["label"], str(row["robust_points"]),
+             *[share(row["counts"].get(key), row["robust_points"]) for key in INDICATOR_KEYS],
+             share(row["failed"], row["robust_points"])] for row in report["indicators"]["attacks"]]
+
+
+def indicator_probe_line(report: dict) -> str:
+    probe = report["indicators"]["probe"]
+    if probe is None:
+        return ""
+    limits = report["indicators"]["thresholds"]
+    mean = "-" if probe["unstable_mean"] is None else f"{probe['unstable_mean']:.3f}"
+    return (f"Probe of the {probe['points']} points some attack left robust: zero or non-finite input "
+            f"gradient on {probe['counts']['unavailable_gradients']}, unstable predictions (mean relative "
+            f"margin change under {limits['draws']} uniform perturbations of +-eps/2 above "
+            f"{limits['unstable']}) on {probe['counts']['unstable_predictions']} (mean change {mean}), "
+            f"still robust to PGD-20 with the whole [0, 1] box as budget: "
+            f"{probe['counts']['unconstrained_failure']}. "
+            f"({report['indicators']['seconds']:.1f} s)")
+
+
+def indicators_md(report: dict) -> list[str]:
+    if not report.get("indicators"):
+        return []
+    return ["## Indicators of attack failure (Pintor et al. 2022)", "",
+            md_table(INDICATOR_HEAD, indicator_rows(report)), "", indicator_probe_line(report), "",
+            *[f"- {line}" for line in report["indicators"]["verdict"]], ""]
+
+
+def curve_points(report: dict, name: str) -> list[tuple[str, float]]:
+    """A curve's (x, accuracy) points; the eps curve starts at the clean accuracy (eps 0)."""
+    points = list(report["curves"][name].items())
+    return ([("0", report["clean_accuracy"])] if name == "eps" else []) + points
+
+
 def markdown(report: dict) -> str:
     parts = [f"# Robustness report: {report_title(report)}", "", _header(report), "",
              md_table(ATTACK_HEAD, attack_rows(report)), "", _worst_line(report), ""]
-    for name, curve in report["curves"].items():
+    for name in report["curves"]:
         parts += [f"## Accuracy vs {'PGD steps' if name == 'steps' else 'eps'}", "",
-                  md_table([name, "accuracy"], [[k, pct(v)] for k, v in curve.items()]), ""]
+                  md_table([name, "accuracy"], [[k, pct(v)] for k, v in curve_points(report, name)]), ""]
     if report.get("examples"):
         parts += [f"## Examples: clean and {report['examples'][0]['attack']} (in report.html)", "",
                   examples_md(report), ""]
+    parts += indicators_md(report)
     rows = [[c["name"], c["status"], c["message"]] for c in report["masking"]["checks"]]
     parts += ["## Gradient-masking checks", "", md_table(["check", "status", "detail"], rows),
               "", report["masking"]["verdict"], "",
@@ -228,13 +276,19 @@ def to_html(report: dict) -> str:
             f"<p>{html.escape(_worst_line(report)).replace('**', '')}</p>",
             svg_bars(["clean", *[a["label"] for a in attacks]],
                      [report["clean_accuracy"], *[a["accuracy"] for a in attacks]], "accuracy per attack")]
-    for name, curve in report["curves"].items():
-        points = [(float(k), v) for k, v in curve.items()]
+    for name in report["curves"]:
+        points = [(float(k), v) for k, v in curve_points(report, name)]
         body.append(f"<h2>Accuracy vs {'PGD steps' if name == 'steps' else 'eps'}</h2>")
         body.append(svg_line(points, f"accuracy vs {name}", "PGD steps" if name == "steps" else "eps",
                              log_x=name == "steps"))
     if report.get("examples"):
         body.append(examples_html(report))
+    if report.get("indicators"):
+        body += ["<h2>Indicators of attack failure (Pintor et al. 2022)</h2>",
+                 html_table(INDICATOR_HEAD, indicator_rows(report)),
+                 f"<p>{html.escape(indicator_probe_line(report))}</p>",
+                 "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in report["indicators"]["verdict"])
+                 + "</ul>"]
     checks = report["masking"]["checks"]
     body += ["<h2>Gradient-masking checks</h2>",
              html_table(["check", "status", "detail"],
