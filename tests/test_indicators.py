@@ -181,3 +181,26 @@ def test_best_iterate_never_raises_robust_accuracy_and_training_keeps_the_last()
     from robustlab.defenses.adversaries import training_pgd
 
     assert training_pgd(0.1, 7).iterate == "last"
+
+
+def test_compare_overlays_the_eps_curves_and_shows_strips_and_indicators_per_run():
+    from robustlab.report import compare_html, compare_markdown
+
+    x, y = torch.rand(20, 1, 2, 2), torch.randint(0, 3, (20,))
+    reports = []
+    for name, model in (("rounding", Rounding()), ("linear", linear())):
+        body = run_suite(model, x, y, load_suite("quick"), eps=0.1, num_classes=3, log=lambda _: None)
+        reports.append({"name": name, "dataset": "synthetic", "model": name, **body, "created": "now",
+                        "robustlab_version": "0"})
+    page = compare_html(reports)
+    plot = page.split("<h2>Accuracy vs eps</h2>")[1].split("</svg>")[0]
+    assert plot.count("<path") == 2 and ">rounding</text>" in plot and ">linear</text>" in plot
+    assert plot.count(">0</text>") == 1  # the shared clean point at eps 0
+    assert page.count('<div class="strip">') == 2  # both runs' examples
+    text = compare_markdown(reports)
+    indicator_table = text.split("Indicators of attack failure (Pintor et al. 2022)")[1]
+    rounding_row = next(line for line in indicator_table.splitlines() if line.startswith("| rounding |"))
+    points = reports[0]["indicators"]["probe"]["points"]
+    cells = [c.strip() for c in rounding_row.strip("|").split("|")]
+    assert points > 0 and cells[1] == str(points)
+    assert cells[5] == f"{points} (100.0%)"  # unavailable gradients on every probed point

@@ -1,5 +1,7 @@
 """Runs side by side, like the papers' Table 1: one row per run, one column per attack, the
-best value of each column marked (bold in Markdown, highlighted in HTML)."""
+best value of each column marked (bold in Markdown, highlighted in HTML); the paired test on the
+same images; each run's indicators of attack failure; and in HTML the runs' accuracy-vs-eps curves
+in one plot (from the clean point at eps 0) and their example strips one under another."""
 
 from __future__ import annotations
 
@@ -8,7 +10,17 @@ import html
 from robustlab.eval.outcomes import unpack
 from robustlab.eval.stats import Paired
 from robustlab.report.fmt import pct
-from robustlab.report.render import html_table, md_table, page, report_title
+from robustlab.report.render import (
+    INDICATOR_HEAD,
+    INDICATOR_KEYS,
+    curve_points,
+    examples_html,
+    html_table,
+    md_table,
+    page,
+    report_title,
+    svg_lines,
+)
 
 
 def comparison(reports: list[dict]) -> tuple[list[str], list[list[float | None]]]:
@@ -30,12 +42,35 @@ def _best(rows: list[list[float | None]]) -> list[float | None]:
     return [max((v for v in col if v is not None), default=None) for col in columns]
 
 
+INDICATORS_HEAD = ["run", "points some attack left robust", *INDICATOR_HEAD[2:8]]
+
+
+def indicator_summary(reports: list[dict]) -> list[list[str]]:
+    """A row per run: of the points some attack left robust, on how many (distinct images over
+    its attacks) each indicator of attack failure fired; "-" for a report without indicators."""
+    rows = []
+    for r in reports:
+        section = r.get("indicators")
+        if not section or section["probe"] is None:
+            rows.append([report_title(r), "-", *["-"] * len(INDICATOR_KEYS)])
+            continue
+        points = section["probe"]["points"]
+        cells = []
+        for key in INDICATOR_KEYS:
+            hit = {i for row in section["attacks"] for i in row["images"].get(key, [])}
+            cells.append(f"{len(hit)} ({pct(len(hit) / points if points else 0.0, 1)})")
+        rows.append([report_title(r), str(points), *cells])
+    return rows
+
+
 def compare_markdown(reports: list[dict]) -> str:
     columns, rows = comparison(reports)
     best = _best(rows)
     cells = [[report_title(r), *[("**" + pct(v) + "**") if v is not None and v == best[j] and len(rows) > 1
                           else pct(v) for j, v in enumerate(row)]] for r, row in zip(reports, rows)]
-    return md_table(["run", *columns], cells) + "\n\n" + paired_markdown(reports)
+    return (md_table(["run", *columns], cells) + "\n\n" + paired_markdown(reports)
+            + "\nIndicators of attack failure (Pintor et al. 2022)\n\n"
+            + md_table(INDICATORS_HEAD, indicator_summary(reports)) + "\n")
 
 
 def compare_html(reports: list[dict]) -> str:
@@ -59,6 +94,15 @@ def compare_html(reports: list[dict]) -> str:
                  "1998, method 10), exact McNemar p.</p>"
                  + html_table(["runs", *paired_columns], paired_cells,
                               [["", *["text"] * len(paired_columns)] for _ in paired_cells]))
+    curves = {report_title(r): [(float(x), v) for x, v in curve_points(r, "eps")]
+              for r in reports if "eps" in r["curves"]}
+    if curves:
+        body += "<h2>Accuracy vs eps</h2>" + svg_lines(curves, "PGD-20 accuracy (eps 0: clean)", "eps")
+    body += ("<h2>Indicators of attack failure (Pintor et al. 2022)</h2>"
+             + html_table(INDICATORS_HEAD, indicator_summary(reports)))
+    for r in reports:
+        if r.get("examples"):
+            body += f"<h2>{html.escape(report_title(r))}</h2>" + examples_html(r).split("</h2>", 1)[1]
     return page("robustlab comparison", body)
 
 

@@ -197,18 +197,35 @@ def svg_bars(labels: Sequence[str], values: Sequence[float], title: str) -> str:
     return "".join(parts)
 
 
+COLORS = ("#c2452d", "#2d6cc2", "#3a9a4a", "#8a4fc2", "#c2902d", "#555555")
+
+
 def svg_line(points: Sequence[tuple[float, float]], title: str, xlabel: str, log_x: bool = False) -> str:
     """A line plot of accuracy (y in [0, 1]) against x."""
+    return svg_lines({"": points}, title, xlabel, log_x)
+
+
+def svg_lines(series: dict[str, Sequence[tuple[float, float]]], title: str, xlabel: str,
+              log_x: bool = False) -> str:
+    """Line plots of accuracy (y in [0, 1]) against x, one colour per named series (a legend
+    when there are several)."""
     width, height, left, bottom, top, right = 480, 280, 50, 40, 28, 20
-    xs = [math.log10(x) if log_x else x for x, _ in points]
-    lo, hi = min(xs), max(xs)
+    legend = 16 * (len(series) + 1) if len(series) > 1 else 0
+    height += legend
+    allx = sorted({x for points in series.values() for x, _ in points})
+
+    def scaled(x: float) -> float:
+        return math.log10(x) if log_x else x
+
+    lo, hi = scaled(allx[0]), scaled(allx[-1])
     span = hi - lo or 1.0
+    base = height - bottom - legend
 
     def px(x: float) -> float:
-        return left + (x - lo) / span * (width - left - right)
+        return left + (scaled(x) - lo) / span * (width - left - right)
 
     def py(y: float) -> float:
-        return height - bottom - y * (height - bottom - top)
+        return base - y * (base - top)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}"><title>{html.escape(title)}</title>',
@@ -220,14 +237,18 @@ def svg_line(points: Sequence[tuple[float, float]], title: str, xlabel: str, log
                      f'{int(100 * tick)}%</text>')
         parts.append(f'<line x1="{left}" y1="{py(tick):.1f}" x2="{width - right}" y2="{py(tick):.1f}" '
                      'stroke="#eee"/>')
-    for (x, _), xv in zip(points, xs):
-        parts.append(f'<text x="{px(xv):.1f}" y="{height - bottom + 16}" text-anchor="middle">{x:g}</text>')
-    path = " ".join(f"{'M' if i == 0 else 'L'}{px(xv):.1f},{py(y):.1f}" for i, (xv, (_, y)) in
-                    enumerate(zip(xs, points)))
-    parts.append(f'<path d="{path}" fill="none" stroke="#c2452d" stroke-width="2"/>')
-    for xv, (_, y) in zip(xs, points):
-        parts.append(f'<circle cx="{px(xv):.1f}" cy="{py(y):.1f}" r="3" fill="#c2452d"/>')
-    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">'
+    for x in allx:
+        parts.append(f'<text x="{px(x):.1f}" y="{base + 16}" text-anchor="middle">{x:g}</text>')
+    for i, (name, points) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        path = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for j, (x, y) in enumerate(points))
+        parts.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>' for x, y in points]
+        if len(series) > 1:
+            y_legend = base + 50 + 16 * i
+            parts.append(f'<rect x="{left}" y="{y_legend - 9}" width="10" height="10" fill="{color}"/>'
+                         f'<text x="{left + 16}" y="{y_legend}">{html.escape(name)}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{base + 30}" text-anchor="middle">'
                  f'{html.escape(xlabel)}</text></svg>')
     return "".join(parts)
 
