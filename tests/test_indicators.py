@@ -109,6 +109,9 @@ def test_too_few_steps_are_incomplete_and_enough_steps_are_not():
         PGD(Threat("linf", 0.01), steps=40, step_size=0.005)(model, x, y)  # at the ball's corner early
     assert (short[0]["progress"] > 0.05).all()
     assert (long[0]["progress"] <= 0.05).all()
+    with tracing() as one:
+        ATTACKS.build("fgsm", eps=0.1)(model, x, y)
+    assert torch.isnan(one[0]["progress"]).all()  # one step: no optimisation to judge
 
 
 def test_a_transfer_from_an_unrelated_source_fools_the_source_not_the_model():

@@ -229,13 +229,20 @@ class PGD:
             x_adv = self.threat.project(x_adv.detach() + self.threat.ascent(grad, self.alpha), x)
         x_adv = x_adv.detach()
         if self.iterate == "last":
-            return Path(x_adv, target, best.seen, late_progress(best.losses))
+            return Path(x_adv, target, best.seen, self._progress(best))
         with torch.no_grad():  # x_T: the one point the loop never evaluated
             logits = model(x_adv)
             if self.retarget and rule is not None:
                 target = rule(logits, y, seeds)
             best.update(x_adv, loss_fn(logits, y, target), is_adversarial(logits, y, target))
-        return Path(best.x, target, best.seen, late_progress(best.losses))
+        return Path(best.x, target, best.seen, self._progress(best))
+
+    def _progress(self, best: BestIterate) -> Tensor:
+        """The trace's late progress; NaN for a one-step attack, whose trace (the start and its
+        one step) shows no optimisation to judge."""
+        if self.steps == 1:
+            return torch.full((len(best.seen),), float("nan"))
+        return late_progress(best.losses)
 
     def _start(self, x: Tensor, restart: int) -> Tensor:
         """A random point of the ball: uniform, or Gaussian with `start_std` (projected)."""

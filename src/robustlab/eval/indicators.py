@@ -34,7 +34,12 @@ from robustlab.models.modes import frozen_eval
 PER_ATTACK = ("silent_success", "incomplete_optimization", "transfer_failure")
 PROBED = ("unavailable_gradients", "unstable_predictions", "unconstrained_failure")
 NAMES = PER_ATTACK + PROBED
-UNSTABLE = 0.1  # mean relative margin change that flags a point (the code reports the value only)
+# The mean relative margin change that flags a point (Pintor et al.'s code reports the value, with
+# no threshold). Measured on Fashion-MNIST small_cnn (10,000 images x 2 epochs, the first 500 test
+# images, benchmarks/indicators.py's models): over the points PGD-20 left robust at eps/4 and at
+# eps, the largest value was 0.12 (madry) and 0.22 (standard: points near the boundary, where the
+# margin itself is small); 0.1 flagged 6% of the standard model's. A randomised model is near 1.
+UNSTABLE = 0.3
 DRAWS = 100  # random perturbations per point (Pintor et al.'s gamma)
 MITIGATION = {
     "silent_success": "keep the best iterate (the default; iterate=last turned it off)",
