@@ -56,9 +56,9 @@ def run_section(run: Path, suite, images: int) -> list[str]:
              f"Clean {100 * report['clean_accuracy']:.1f}%, worst case over the suite "
              f"{100 * report['worst_case']['accuracy']:.1f}%.", "",
              md_table(INDICATOR_HEAD, indicator_rows(report)), "",
-             f"Probe of the {probe['points']} points some attack left robust: {counts}; mean relative margin "
-             f"change {probe['unstable_mean']:.4f} (threshold {section['thresholds']['unstable']}). Probe "
-             f"{section['seconds']:.1f} s against {attacks_s:.0f} s of attacks "
+             f"Probe of the {probe['points']} points counted robust (worst case): {counts}; mean relative "
+             f"margin change {probe['unstable_mean']:.4f} (threshold {section['thresholds']['unstable']}). "
+             f"Probe {section['seconds']:.1f} s against {attacks_s:.0f} s of attacks "
              f"({100 * section['seconds'] / attacks_s:.1f}% of the suite).", ""]
     lines += [f"- {line}" for line in section["verdict"]]
     change = best_vs_last(run, images)

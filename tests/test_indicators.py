@@ -165,6 +165,9 @@ def test_every_report_carries_the_indicators_and_its_schema_holds(tmp_path):
               "created": "now", "robustlab_version": "0"}
     jsonschema.validate(json.loads(json.dumps(report)), schema())
     assert "## Indicators of attack failure (Pintor et al. 2022)" in markdown(report)
+    assert 'Next: robustlab.evaluate(model, ..., suite="autoattack", limit=20)' in markdown(report)
+    run = {**report, "checkpoint": "runs/r/checkpoints/last.pt"}
+    assert "Next: robustlab eval runs/r/checkpoints/last.pt --suite autoattack --limit 20" in to_html(run)
     assert "Indicators of attack failure" in to_html(report)
     old = {k: v for k, v in report.items() if k != "indicators"} | {"schema": "robustlab.report/2"}
     jsonschema.validate(json.loads(json.dumps(old)), schema())  # reports of schema 2 stay valid

@@ -162,8 +162,8 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
                                worst["attacks"] if clean is not None else [])
     checks = _masking_checks(model, x, y, suite, columns, outcomes, curves, eps, num_classes,
                              evaluate, device)
-    failure = (_indicators(model, x, y, outcomes, clean, eps, state, device, batch_size, log)
-               if clean is not None and shard.rank == 0 else None)
+    failure = (_indicators(model, x, y, outcomes, worst["attacks"], clean, eps, state, device,
+                           batch_size, log) if clean is not None and shard.rank == 0 else None)
     return {
         "schema": SCHEMA,
         "suite": suite.name,
@@ -185,19 +185,22 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, suite: Suite, *, eps: floa
 PROBE = "indicators probe"  # the state entry of the probe's per-image results
 
 
-def _indicators(model: nn.Module, x: Tensor, y: Tensor, outcomes: dict[str, dict], clean: Tensor, eps: float,
-                state: State, device, batch_size: int, log: Callable[[str], None]) -> dict:
+def _indicators(model: nn.Module, x: Tensor, y: Tensor, outcomes: dict[str, dict], worst: list[str],
+                clean: Tensor, eps: float, state: State, device, batch_size: int,
+                log: Callable[[str], None]) -> dict:
     """Pintor et al.'s indicators of attack failure (`eval.indicators`): the attacks' own records,
-    and one probe of the points some attack left robust (saved in the state, like an attack)."""
+    and one probe (saved in the state, like an attack) of the points the report counts robust:
+    correct under every `worst`-case attack (without such attacks, under any)."""
     start = time.perf_counter()
-    points = clean & torch.stack([o["robust"] for o in outcomes.values()]).any(0)  # some attack failed
+    robust = torch.stack([outcomes[label]["robust"] for label in worst or outcomes])
+    points = clean & (robust.all(0) if worst else robust.any(0))
     probed = state.get(PROBE)
     if probed is None:
         where = points.nonzero().flatten()
         probed = indicators.probe(model, x[where].to(device), y[where].to(device), eps, batch_size=batch_size)
         probed["seconds"] = torch.tensor(time.perf_counter() - start)
         state.put(PROBE, probed)
-        log(f"  indicators of attack failure: probe of {len(where)} robust points "
+        log(f"  indicators of attack failure: probe of the {len(where)} robust points "
             f"({probed['seconds'].item():.1f} s)")
     return indicators.summarise(outcomes, probed, points, probed["seconds"].item())
 

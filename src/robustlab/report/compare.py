@@ -42,11 +42,11 @@ def _best(rows: list[list[float | None]]) -> list[float | None]:
     return [max((v for v in col if v is not None), default=None) for col in columns]
 
 
-INDICATORS_HEAD = ["run", "points some attack left robust", *INDICATOR_HEAD[2:8]]
+INDICATORS_HEAD = ["run", "points counted robust", *INDICATOR_HEAD[2:8]]
 
 
 def indicator_summary(reports: list[dict]) -> list[list[str]]:
-    """A row per run: of the points some attack left robust, on how many (distinct images over
+    """A row per run: of the points counted robust (the probe's), on how many (distinct images over
     its attacks) each indicator of attack failure fired; "-" for a report without indicators."""
     rows = []
     for r in reports:

@@ -111,7 +111,7 @@ def indicator_probe_line(report: dict) -> str:
         return ""
     limits = report["indicators"]["thresholds"]
     mean = "-" if probe["unstable_mean"] is None else f"{probe['unstable_mean']:.3f}"
-    return (f"Probe of the {probe['points']} points some attack left robust: zero or non-finite input "
+    return (f"Probe of the {probe['points']} points counted robust (worst case): zero or non-finite input "
             f"gradient on {probe['counts']['unavailable_gradients']}, unstable predictions (mean relative "
             f"margin change under {limits['draws']} uniform perturbations of +-eps/2 above "
             f"{limits['unstable']}) on {probe['counts']['unstable_predictions']} (mean change {mean}), "
@@ -120,12 +120,30 @@ def indicator_probe_line(report: dict) -> str:
             f"({report['indicators']['seconds']:.1f} s)")
 
 
+def indicator_next(report: dict) -> list[str]:
+    """The commands a flagged report suggests: AutoAttack on the same images when any indicator
+    fired, its EOT version (rand) when predictions were unstable."""
+    fired = {key for row in report["indicators"]["attacks"] for key, count in row["counts"].items() if count}
+    if not fired:
+        return []
+    where = report.get("checkpoint")
+    if where is None:  # your own model: the Python call
+        lines = [f"Next: robustlab.evaluate(model, ..., suite=\"autoattack\", limit={report['images']})"]
+    else:
+        lines = [f"Next: robustlab eval {where} --suite autoattack --limit {report['images']}"]
+    if "unstable_predictions" in fired:
+        lines.append(f"Next (randomness): robustlab attack {where or 'RUN'} --attack autoattack version=rand "
+                     f"--limit {report['images']}")
+    return lines
+
+
 def indicators_md(report: dict) -> list[str]:
     if not report.get("indicators"):
         return []
     return ["## Indicators of attack failure (Pintor et al. 2022)", "",
             md_table(INDICATOR_HEAD, indicator_rows(report)), "", indicator_probe_line(report), "",
-            *[f"- {line}" for line in report["indicators"]["verdict"]], ""]
+            *[f"- {line}" for line in report["indicators"]["verdict"]], "",
+            *[f"`{line}`  " for line in indicator_next(report)], ""]
 
 
 def curve_points(report: dict, name: str) -> list[tuple[str, float]]:
@@ -309,7 +327,7 @@ def to_html(report: dict) -> str:
                  html_table(INDICATOR_HEAD, indicator_rows(report)),
                  f"<p>{html.escape(indicator_probe_line(report))}</p>",
                  "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in report["indicators"]["verdict"])
-                 + "</ul>"]
+                 + "</ul>", *[f"<p><code>{html.escape(line)}</code></p>" for line in indicator_next(report)]]
     checks = report["masking"]["checks"]
     body += ["<h2>Gradient-masking checks</h2>",
              html_table(["check", "status", "detail"],
