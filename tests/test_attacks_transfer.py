@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -57,15 +58,18 @@ def test_transfer_is_weaker_than_white_box_but_real(trained_fmnist, second_fmnis
     black_box = accuracy(model_b, x_transfer, y)
     assert clean_b > 0.8
     assert white_box + 0.2 < black_box < clean_b - 0.1, (white_box, black_box, clean_b)
-    # The source's white-box examples (PGD's noise is per sample: any batch gives the same).
-    assert torch.allclose(x_transfer[:32], pgd(model_a, x[:32], y[:32]), atol=1e-5)
+    # The source's white-box examples, to the last iterate (PGD's noise is per sample: any batch
+    # gives the same). With the best iterate, the first point across the source's boundary, the
+    # target kept 76.8% here: above clean_b - 0.1, a transfer too weak to count.
+    last = ATTACKS.build("pgd", eps=EPS, steps=20, iterate="last")
+    assert torch.allclose(x_transfer[:32], last(model_a, x[:32], y[:32]), atol=1e-5)
 
 
 def test_transfer_construction_and_errors():
     pgd = ATTACKS.build("pgd", eps=EPS, steps=2)
     source = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     assert isinstance(transfer(source, pgd), Transfer)
-    assert transfer(source, "pgd", eps=EPS, steps=2).attack == pgd
+    assert transfer(source, "pgd", eps=EPS, steps=2).attack == replace(pgd, iterate="last")  # runs to the end
     with pytest.raises(UserError, match="only used with an attack name"):
         transfer(source, pgd, steps=3)
     with pytest.raises(UserError, match="needs a source model"):

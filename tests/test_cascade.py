@@ -157,7 +157,8 @@ def test_bank_holds_the_attack_exactly_and_is_reused_not_regenerated(tmp_path, m
     assert set(eps.tolist()) <= {1, 2, 3, 4}
     rows = torch.tensor([5, 0, 17])
     for i in rows.tolist():  # lossless: each image equals iter_FGSM at its own eps
-        attack = ATTACKS.build("iter_fgsm", eps=int(eps[i]) / 255)
+        # the training images: the last iterate (attacks.pgd.TRAINING_ITERATE)
+        attack = ATTACKS.build("iter_fgsm", eps=int(eps[i]) / 255, iterate="last")
         expected = attack(model, images[i:i + 1].float() / 255, labels[i:i + 1])
         torch.testing.assert_close(bank[torch.tensor([i])], expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(bank[rows], torch.cat([bank[torch.tensor([i])] for i in rows.tolist()]))

@@ -27,8 +27,8 @@ class Band(nn.Module):
         return torch.stack([torch.zeros_like(m), 10 - 20000 * (m - 0.535) ** 2], 1)
 
 
-class Rounding(nn.Module):
-    """Rounds its input to quarters before a linear layer: zero input gradient everywhere."""
+class Linear4(nn.Module):
+    """A seeded linear model of 2x2 images into 3 classes."""
 
     def __init__(self):
         super().__init__()
@@ -36,19 +36,21 @@ class Rounding(nn.Module):
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x):
-        return self.fc(torch.round(x.flatten(1) * 4) / 4)
+        return self.fc(x.flatten(1))
 
 
-class Noisy(nn.Module):
-    """A linear model with fresh Gaussian noise on its logits at every forward (randomised)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc = nn.Linear(4, 3)
+class Rounding(Linear4):
+    """Rounds its input to quarters before the linear layer: zero input gradient everywhere."""
 
     def forward(self, x):
-        logits = self.fc(x.flatten(1))
+        return super().forward(torch.round(x * 4) / 4)
+
+
+class Noisy(Linear4):
+    """Fresh Gaussian noise (sd 3) on its logits at every forward: a randomised model."""
+
+    def forward(self, x):
+        logits = super().forward(x)
         return logits + 3 * torch.randn_like(logits)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_any_model import ConvNet, one_thread  # noqa: F401 (one_thread: autouse, one CPU thread)
 from torch import nn
 
 import robustlab
@@ -20,19 +21,6 @@ from robustlab.train import Callback, Interrupted
 
 EPS = 0.1
 N = 256  # random 28x28 images: the mechanics, not the accuracy
-
-
-class ConvNet(nn.Module):
-    """A plain model: a conv layer (the feature map for attention recipes) and two Linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 5, stride=2)
-        self.fc = nn.Linear(8 * 12 * 12, 32)
-        self.out = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1))))
 
 
 class AllConv(nn.Module):
@@ -50,14 +38,6 @@ class AllConv(nn.Module):
 class Probabilities(ConvNet):
     def forward(self, x):
         return super().forward(x).softmax(1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
