@@ -76,17 +76,31 @@ def test_attack_kl_loss_matches_trades_term():
 
 
 def test_mart_bce():
-    # -log p_y(x') - log(1 - max_{k != y} p_k(x')) = ln 2 - ln(3/4)
+    # -log p_y(x') - log(1.0001 - max_{k != y} p_k(x') + 1e-12) = ln 2 - ln(0.7501), the authors'
     step = fixed_step([0], adv=out([[LN2, 0, 0]]))
-    assert term("mart_bce", step) == pytest.approx(LN2 - math.log(0.75), abs=1e-9)
+    assert term("mart_bce", step) == pytest.approx(LN2 - math.log(0.7501 + 1e-12), abs=1e-9)
+
+
+def test_mart_margin_is_capped_as_the_authors_code_when_a_wrong_class_takes_all_the_mass():
+    # p_y(x') ~ 0, max wrong = 1: the margin term is -log(1e-4) = 9.21 (1 - p would give 27.6)
+    value = term("mart_bce", fixed_step([0], adv=out([[-40.0, 40.0, -40.0]])))
+    assert value == pytest.approx(80.0 - math.log(1e-4 + 1e-12), rel=1e-6)
+    # max wrong p = 0.9999: d/dz_1 = p (CE) + p (1 - p) / (1.0001 - p) = 0.9999 + 0.49995 (with
+    # 1 - p the margin's share would be 0.9999: the 6% gradient gap the audit measured on a batch)
+    logits = torch.tensor([[0.0, math.log(19998.0), 0.0]], dtype=torch.float64, requires_grad=True)
+    step = fixed_step([0], adv=Out(logits, None, None))
+    (grad,) = torch.autograd.grad(TERMS.get("mart_bce")(step), logits)
+    p = 19998.0 / 20000.0
+    assert grad[0, 1].item() == pytest.approx(p + p * (1 - p) / (1.0001 - p + 1e-12), rel=1e-6)
 
 
 def test_mart_kl_weighted_by_clean_misclassification():
     # KL(p(x) || p(x')) (1 - p_y(x)); with y = 0, p_y(x) = 1/2; with y = 1, p_y(x) = 1/4
+    # (1.0000001 - p_y(x), the authors' weight)
     step = fixed_step([0], clean=out([[LN2, 0, 0]]), adv=out([[0.0, 0, 0]]))
-    assert term("mart_kl", step) == pytest.approx(KL_PQ * 0.5, abs=1e-9)
+    assert term("mart_kl", step) == pytest.approx(KL_PQ * (0.5 + 1e-7), abs=1e-12)
     step = fixed_step([1], clean=out([[LN2, 0, 0]]), adv=out([[0.0, 0, 0]]))
-    assert term("mart_kl", step) == pytest.approx(KL_PQ * 0.75, abs=1e-9)
+    assert term("mart_kl", step) == pytest.approx(KL_PQ * (0.75 + 1e-7), abs=1e-12)
 
 
 def test_logit_pairing_squared_and_plain():
@@ -159,3 +173,17 @@ def test_every_term_cites_its_paper_and_declares_its_needs():
         assert info.get("paper"), name
         known = {"clean", "adv", "mixed", "augmented", "teacher", "partner", "siamese"}
         assert set(info.get("needs", ())) <= known, name
+
+
+def test_mart_attacks_from_the_authors_gaussian_start_as_trades_does():
+    """The authors' mart.py starts at x + 0.001 N(0, 1), not uniformly in the ball."""
+    from robustlab.defenses import build_objective
+
+    for recipe in ("mart", "trades"):
+        attack = build_objective(recipe, eps=0.1).adversary.attack
+        assert attack.start_std == 0.001 and attack.random_start, recipe
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    one_tiny_step = build_objective("mart", eps=0.1, steps=1, step_size=1e-9).adversary.attack
+    start = one_tiny_step(model, x, y)  # the start, moved by 1e-9
+    assert (start - x).abs().mean().item() == pytest.approx(0.001 * math.sqrt(2 / math.pi), rel=0.05)
