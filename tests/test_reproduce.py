@@ -332,6 +332,22 @@ def test_verdicts_across_seeds_are_a_t_test_of_the_per_seed_differences():
     assert decide([Comparison(72.0, 70.0, seeds=(2.0, 2.1, 1.9, 2.0))])[0].startswith("holds")
 
 
+def test_seeds_without_spread_are_no_variance_estimate():
+    """Equal per-seed differences estimate no variance: not p = 0 (which 'holds' any claim), but
+    the first seed's paired test of the images, or not testable without one."""
+    from robustlab.eval.stats import Paired
+    from robustlab.reproduce.verdicts import Comparison, decide
+
+    equal = (2.0, 2.0, 2.0)
+    assert not Comparison(72.0, 70.0, seeds=equal).testable
+    assert decide([Comparison(72.0, 70.0, seeds=equal)])[0].startswith(
+        "not resolved (3 seeds' differences are equal, no variance estimate")
+    paired = Paired(both=690, gained=30, lost=10, neither=270)  # +2 points on 1,000 images
+    c = Comparison(72.0, 70.0, seeds=equal, paired=paired)
+    assert c.p_value() == pytest.approx(Comparison(72.0, 70.0, paired=paired).p_value())
+    assert 0.001 < c.p_value() < 0.05
+
+
 def test_reproduce_with_seeds_trains_each_recipe_once_per_seed(tmp_path):
     out, page = tmp_path / "runs", tmp_path / "results.md"
     status = reproduce(TINY, only="standard,madry", dataset="synthetic", out=str(out), results=str(page),

@@ -3,8 +3,9 @@ undecided one the smallest difference this budget could have detected.
 
 A comparison is two cells (recipe, column). When both reports hold per-image outcomes for the
 same images, the test is paired (eval/stats.py): the exact McNemar test for a ">" claim, and for
-an "at least as good" claim a one-sided non-inferiority test with a margin of MARGIN points (a
-Wald test of the paired difference, the discordant images giving its standard error). Otherwise
+an "at least as good" claim a two-sided Wald test of the paired difference against the
+non-inferiority boundary -MARGIN points (the discordant images giving its standard error): below
+alpha on the paper's side it is non-inferior, on the other side inferior. Otherwise
 (older reports, or images that differ) the two accuracies are treated as independent binomial
 estimates (a z-test), which is conservative for images that are in fact shared. A detection AUC
 or the white-box distortion, which no single image decides, is tested by a paired bootstrap over
@@ -13,7 +14,9 @@ when both detect reports keep their per-image scores; older ones give its sign o
 
 With several seeds (`reproduce --seeds N`), each seed's pair of models gives one difference and
 the test is a one-sample t-test of those differences (scipy.stats.ttest_1samp): training's
-variance is then in the error bar, not only the images'.
+variance is then in the error bar, not only the images'. Differences with no spread give no
+variance estimate (not p = 0): the first seed's paired test of the images decides then, or the
+comparison is not testable.
 
 Every tested comparison's two-sided p-value is adjusted by Holm over all the comparisons on the
 page; a claim holds (or is reversed) when its adjusted p is below ALPHA with the difference on
@@ -61,12 +64,14 @@ class Comparison:
 
     @property
     def testable(self) -> bool:
-        return (len(self.seeds) >= 2 or bool(self.resampled) or self.paired is not None
+        return (self.across_seeds or bool(self.resampled) or self.paired is not None
                 or self.images is not None)
 
     @property
     def across_seeds(self) -> bool:
-        return len(self.seeds) >= 2
+        """Tested across seeds: two or more, with a spread to estimate the variance from (equal
+        differences give no variance estimate: then the images' test decides, or nothing)."""
+        return len(self.seeds) >= 2 and statistics.stdev(self.seeds) > 0
 
     def seed_spread(self) -> float:
         """The standard deviation of the per-seed differences (points)."""
@@ -87,8 +92,6 @@ class Comparison:
         seeds: a one-sample t-test of the per-seed differences (against -MARGIN for an "at
         least" claim, else 0): training's variance and the images' both in it."""
         if self.across_seeds:
-            if self.seed_spread() == 0:
-                return 0.0 if self.difference + (MARGIN if self.at_least else 0.0) != 0 else 1.0
             boundary = -MARGIN if self.at_least else 0.0
             return float(ttest_1samp(self.seeds, boundary).pvalue)
         if self.resampled:
@@ -132,7 +135,9 @@ def decide(comparisons: list[Comparison | None]) -> list[str]:
         if c is None:
             out.append("not measured")
         elif i not in adjusted:
-            out.append("not resolved (no per-image outcomes to test: sign only, "
+            spread = (f"{len(c.seeds)} seeds' differences are equal, no variance estimate, and "
+                      if len(c.seeds) >= 2 else "")
+            out.append(f"not resolved ({spread}no per-image outcomes to test: sign only, "
                        + ("paper's way)" if c.difference > 0 else "not the paper's way)"))
         elif adjusted[i] < ALPHA:
             side = "holds" if c.paper_side() else "reversed"
