@@ -276,11 +276,28 @@ def test_stage_names_do_not_change_with_config_keys_added_later():
     from robustlab.experiment.training import stage_config
 
     # the name the code before init_from_teacher / forward / label_smoothing_mode gave this teacher
+    # (d6fc3d56 until stage seeds left the runs' space: seed + 2 -> seed + 2 * 2^32)
     for extra in ([], ["train.label_smoothing=0.5", "train.label_smoothing_mode=wrong_classes"]):
         cfg = load_config("configs/agkd_bml_fmnist.yaml", extra)
-        assert stage_config(cfg, "teacher", 2).name == "_teacher_fashion-mnist_small_cnn_d6fc3d56"
+        assert stage_config(cfg, "teacher", 2).name == "_teacher_fashion-mnist_small_cnn_f75ba072"
     cfg = load_config("configs/agkd_bml_fmnist.yaml", ["defense.forward=separate"])
-    assert stage_config(cfg, "teacher", 2).name == "_teacher_fashion-mnist_small_cnn_d6fc3d56"
+    assert stage_config(cfg, "teacher", 2).name == "_teacher_fashion-mnist_small_cnn_f75ba072"
+
+
+def test_stage_seeds_never_meet_run_seeds():
+    """Issue 34 item 11: with seed + offset, the seed-0 teacher (seed 2) was bit-identical to
+    reproduce's standard_seed2 and the cascade source to bidirection_seed2."""
+    from robustlab.config import STAGE_SEEDS
+    from robustlab.errors import UserError
+    from robustlab.experiment.training import stage_config
+
+    runs = set(range(10))
+    stages = {stage_config(load_config("configs/agkd_bml_fmnist.yaml", [f"seed={s}"]), role, offset).seed
+              for s in runs for role, offset in (("teacher", 2), ("source", 1), ("cascade-source", 2))}
+    assert not runs & stages and min(stages) >= STAGE_SEEDS
+    with pytest.raises(UserError, match=r"seed=4294967296 is out of range"):
+        load_config(None, [f"seed={STAGE_SEEDS}"])
+    assert load_config(None, [f"seed={STAGE_SEEDS}", "name=_teacher_x"]).seed == STAGE_SEEDS  # a stage
 
 
 def test_a_terms_own_smoothing_mode_wins_over_the_trains():

@@ -77,6 +77,12 @@ def float_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Run seeds are below this; a cached stage (teacher, transfer source, Cascade source; named
+# "_<role>_...") trains with seed + offset * STAGE_SEEDS, so no stage is ever bit-identical to a
+# run of `reproduce --seeds` (with seed + 2 the seed-0 teacher was the run standard_seed2).
+STAGE_SEEDS = 2**32
+
+
 @dataclass
 class DataConfig:
     name: str = "fashion-mnist"
@@ -185,6 +191,9 @@ class Config:
     def validate(self) -> Config:
         """Range checks that types alone cannot express."""
         checks = [
+            (0 <= self.seed < STAGE_SEEDS or self.name.startswith("_"), "seed", self.seed,
+             f"in [0, {STAGE_SEEDS}) (seeds above are the cached stages': a teacher or a transfer "
+             "source never shares a run's seed)"),
             (self.train.epochs >= 0, "train.epochs", self.train.epochs, "an integer >= 0"),
             (self.data.batch_size > 0, "data.batch_size", self.data.batch_size, "> 0"),
             (self.data.eval_batch_size > 0, "data.eval_batch_size", self.data.eval_batch_size, "> 0"),

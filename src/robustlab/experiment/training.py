@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from robustlab.config import Config, config_from_dict
+from robustlab.config import STAGE_SEEDS, Config, config_from_dict
 from robustlab.data import ClassIndex, Dataset, Split
 from robustlab.defenses import FrozenTeacher
 from robustlab.errors import UserError
@@ -126,9 +126,11 @@ LATER_KEYS = (("defense", "source", None), ("defense", "init_from_teacher", Fals
 
 def stage_config(cfg: Config, role: str, seed_offset: int, recipe: str = "standard") -> Config:
     """The config of a stage trained with `recipe` (at `cfg`'s eps) and `cfg`'s data, model,
-    optimizer and epochs (seed + offset), named <out_dir>/_<role>_<data>_<model>_<hash of its config>."""
+    optimizer and epochs (seed + offset * `STAGE_SEEDS`: never a run's seed), named
+    <out_dir>/_<role>_<data>_<model>_<hash of its config>. Stages cached before stage seeds left
+    the runs' space (seed + offset) have other names and are trained again once."""
     stage = config_from_dict(cfg.to_dict())
-    stage.seed = cfg.seed + seed_offset
+    stage.seed = cfg.seed + seed_offset * STAGE_SEEDS
     stage.defense = type(cfg.defense)(recipe=recipe, eps=cfg.defense.eps if recipe != "standard" else None)
     stage.train.monitor_images = 0
     stage.train.label_smoothing, stage.train.label_smoothing_mode = 0.0, "all"
