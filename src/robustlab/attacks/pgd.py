@@ -33,20 +33,25 @@ TRAINING_ITERATE = "last"
 
 class Path(NamedTuple):
     """One restart's result: the returned point, the target it ended with, whether any iterate
-    was adversarial, and its loss trace's late progress (`late_progress`)."""
+    was adversarial, its loss trace's late progress (`late_progress`), and the returned point's
+    loss and verdict when the restart evaluated it (the best iterate; None for the last)."""
 
     x_adv: Tensor
     target: Tensor | None
     seen: Tensor
     progress: Tensor
+    loss: Tensor | None = None
+    hit: Tensor | None = None
 
 
 class BestIterate:
     """Each sample's best iterate so far: the first adversarial one, else the highest loss
-    (A3's loss includes its attention term: the loss the attack ascends)."""
+    (A3's loss includes its attention term: the loss the attack ascends). With `keep` False only
+    the trace and `seen` are kept (the last iterate is returned: no copy of the images per step)."""
 
-    def __init__(self, x: Tensor):
-        self.x = x.clone()
+    def __init__(self, x: Tensor, keep: bool = True):
+        self.keep = keep
+        self.x = x.clone() if keep else x
         self.loss = torch.full((len(x),), -torch.inf, device=x.device)
         self.seen = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         self.losses: list[Tensor] = []
@@ -58,9 +63,10 @@ class BestIterate:
         self.losses.append(loss)
         if not candidate:
             return
-        better = (hit & ~self.seen) | (~self.seen & ~hit & (loss > self.loss))
-        self.x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, self.x)
-        self.loss = torch.where(better, loss, self.loss)
+        if self.keep:
+            better = (hit & ~self.seen) | (~self.seen & ~hit & (loss > self.loss))
+            self.x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, self.x)
+            self.loss = torch.where(better, loss, self.loss)
         self.seen = self.seen | hit
 
 
@@ -167,9 +173,11 @@ class PGD:
                 if self.restarts == 1:
                     record(seen=path.seen, progress=path.progress)
                     return path.x_adv
-                with torch.no_grad():
-                    logits = model(path.x_adv)
-                    value, hit = loss_fn(logits, y, path.target), is_adversarial(logits, y, path.target)
+                value, hit = path.loss, path.hit
+                if value is None:  # the last iterate: not evaluated by the restart
+                    with torch.no_grad():
+                        logits = model(path.x_adv)
+                        value, hit = loss_fn(logits, y, path.target), is_adversarial(logits, y, path.target)
                 if best_loss is None:
                     best, best_loss, best_hit = path.x_adv, value, hit
                     seen, progress = path.seen, path.progress
@@ -214,7 +222,7 @@ class PGD:
         """One restart: the returned iterate (`iterate`), its target, and the path's record."""
         x_adv = self._start(x, restart) if self.random_start else x.clone()
         g = torch.zeros_like(x) if self.momentum else None
-        best = BestIterate(x_adv)
+        best = BestIterate(x_adv, keep=self.iterate == "best")
         for step in range(self.steps):
             x_adv.requires_grad_(True)
             loss, target, logits = self._step_loss(model, x_adv, y, target, rule, seeds, loss_fn, area,
@@ -235,7 +243,8 @@ class PGD:
             if self.retarget and rule is not None:
                 target = rule(logits, y, seeds)
             best.update(x_adv, loss_fn(logits, y, target), is_adversarial(logits, y, target))
-        return Path(best.x, target, best.seen, self._progress(best))
+        # the returned point is adversarial exactly when some iterate was (the first one is kept)
+        return Path(best.x, target, best.seen, self._progress(best), best.loss, best.seen)
 
     def _progress(self, best: BestIterate) -> Tensor:
         """The trace's late progress; NaN for a one-step attack, whose trace (the start and its
