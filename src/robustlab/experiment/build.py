@@ -78,7 +78,7 @@ def check_model(model: nn.Module, objective, ds: Dataset, cfg: Config) -> None:
     """A UserError before training unless `model` maps `ds`'s images to `ds.num_classes` logits
     and has the layers the recipe's terms read (`Objective.reads`): your own model, which
     robustlab did not build for the data."""
-    what = f"{cfg.model.options.get('spec') or type(getattr(model, 'model', model)).__name__}"
+    what = cfg.model.options.get("spec") or type(getattr(model, "model", model)).__name__
     check_layers(model, objective, cfg.defense.recipe, what)
     x = ds.train.images[:2].float().div(255)
     try:

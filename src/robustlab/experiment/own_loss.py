@@ -9,10 +9,11 @@ after each call, as in the trainer.
 
 from __future__ import annotations
 
+import copy
+
 from torch import Tensor, nn
 
 from robustlab.data import ClassIndex
-from robustlab.data.batches import Split
 from robustlab.defenses import FrozenTeacher, build_objective
 from robustlab.defenses.step import Prepared
 from robustlab.errors import UserError
@@ -39,7 +40,8 @@ class Defense:
         self.recipe = recipe
         self.objective = objective
         self.feature_layer = feature_layer
-        self.teacher = None if teacher is None else FrozenTeacher(self._hooked(teacher))
+        # a copy: freezing puts a module in eval mode for good, and the teacher is yours
+        self.teacher = None if teacher is None else FrozenTeacher(self._hooked(copy.deepcopy(teacher)))
         self.last: dict[str, float] = {}
         self._model: nn.Module | None = None
         self._wrapped: nn.Module | None = None
@@ -92,7 +94,5 @@ def defense(recipe: str, eps: float | None = None, *, feature_layer: str | None 
         raise UserError(f"recipe {recipe!r} draws images of other classes to pair with each image: "
                         "give data=(x, y), your training images and labels")
     if prepared:
-        images = gather_images(*data, limit=None)
-        split = Split(images.x.mul(255).round().byte(), images.y)
-        objective.prepare(class_index=ClassIndex(split))
+        objective.prepare(class_index=ClassIndex(gather_images(*data, limit=None).stored()))
     return Defense(recipe, objective, feature_layer, teacher)

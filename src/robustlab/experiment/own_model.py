@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.data import DATASETS, DEFAULT_EPS, check_eps, default_eps, load_dataset
+from robustlab.data.batches import Split
 from robustlab.errors import UserError
 from robustlab.experiment.build import load_run
 from robustlab.experiment.evaluate import check_limit, stamp
@@ -101,6 +102,10 @@ class Images:
     x: Tensor
     y: Tensor
     dataset: str
+
+    def stored(self) -> Split:
+        """The images as every data set keeps them: uint8 (rounded to 1/255) and int64 labels."""
+        return Split(self.x.mul(255).round().byte(), self.y.long())
 
 
 def gather_images(data: Data, y: Tensor | None, *, limit: int | None,

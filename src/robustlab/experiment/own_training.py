@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from robustlab.config import Config, config_from_dict
 from robustlab.data import DEFAULT_EPS
@@ -136,15 +135,11 @@ def _data(data: Images, test: Images | None, cfg: Config, written: list[Path]) -
 
 
 def _images(data: Images) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images [N, C, H, W] and int64 labels of `(x, y)` tensors or a DataLoader."""
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        images = gather_images(data[0], data[1], limit=None)
-    elif isinstance(data, (DataLoader, list, tuple)) or hasattr(data, "__iter__"):
-        images = gather_images(data, None, limit=None)
-    else:
-        raise UserError(f"data is a {type(data).__name__}: give a data set's name, a path, (x, y) "
-                        "tensors or a DataLoader")
-    return images.x.mul(255).round().byte().numpy(), images.y.long().numpy()
+    """uint8 images [N, C, H, W] and int64 labels of `(x, y)` tensors or a DataLoader (anything
+    else gets `gather_images`'s one-line error)."""
+    pair = isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor)
+    split = (gather_images(*data, limit=None) if pair else gather_images(data, None, limit=None)).stored()
+    return split.images.numpy(), split.labels.numpy()
 
 
 def _teacher_file(teacher: nn.Module, cfg: Config, written: list[Path]) -> Path:

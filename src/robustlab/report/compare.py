@@ -12,9 +12,9 @@ from robustlab.eval.stats import Paired
 from robustlab.report.fmt import pct
 from robustlab.report.render import (
     INDICATOR_HEAD,
-    INDICATOR_KEYS,
+    INDICATORS,
     curve_points,
-    examples_html,
+    examples_strip,
     html_table,
     md_table,
     page,
@@ -52,11 +52,11 @@ def indicator_summary(reports: list[dict]) -> list[list[str]]:
     for r in reports:
         section = r.get("indicators")
         if not section or section["probe"] is None:
-            rows.append([report_title(r), "-", *["-"] * len(INDICATOR_KEYS)])
+            rows.append([report_title(r), "-", *["-"] * len(INDICATORS)])
             continue
         points = section["probe"]["points"]
         cells = []
-        for key in INDICATOR_KEYS:
+        for key in INDICATORS:
             hit = {i for row in section["attacks"] for i in row["images"].get(key, [])}
             cells.append(f"{len(hit)} ({pct(len(hit) / points if points else 0.0, 1)})")
         rows.append([report_title(r), str(points), *cells])
@@ -102,7 +102,7 @@ def compare_html(reports: list[dict]) -> str:
              + html_table(INDICATORS_HEAD, indicator_summary(reports)))
     for r in reports:
         if r.get("examples"):
-            body += f"<h2>{html.escape(report_title(r))}</h2>" + examples_html(r).split("</h2>", 1)[1]
+            body += f"<h2>{html.escape(report_title(r))}</h2>" + examples_strip(r)
     return page("robustlab comparison", body)
 
 

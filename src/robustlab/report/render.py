@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from robustlab.eval.indicators import NAMES as INDICATORS
 from robustlab.io import atomic_write_text
 from robustlab.report.fmt import pct
 
@@ -87,11 +88,8 @@ def _worst_line(report: dict) -> str:
             f"them): **{pct(worst['accuracy'])}**. Images first broken by: {by}.")
 
 
-INDICATOR_HEAD = ["attack", "robust points", "silent success", "incomplete optimisation", "transfer failure",
-                  "unavailable gradients", "unstable predictions", "unconstrained failure",
+INDICATOR_HEAD = ["attack", "robust points", *(name.replace("_", " ") for name in INDICATORS),
                   "robust on a failed attack"]
-INDICATOR_KEYS = ("silent_success", "incomplete_optimization", "transfer_failure", "unavailable_gradients",
-                  "unstable_predictions", "unconstrained_failure")
 
 
 def indicator_rows(report: dict) -> list[list[str]]:
@@ -101,7 +99,7 @@ def indicator_rows(report: dict) -> list[list[str]]:
         return "-" if count is None else f"{count} ({pct(count / points if points else 0.0, 1)})"
 
     return [[row["label"], str(row["robust_points"]),
-             *[share(row["counts"].get(key), row["robust_points"]) for key in INDICATOR_KEYS],
+             *[share(row["counts"].get(key), row["robust_points"]) for key in INDICATORS],
              share(row["failed"], row["robust_points"])] for row in report["indicators"]["attacks"]]
 
 
@@ -277,6 +275,12 @@ def _class(report: dict, index: int) -> str:
 
 
 def examples_html(report: dict) -> str:
+    """The examples' section: a heading and `examples_strip`."""
+    attack = html.escape(report["examples"][0]["attack"])
+    return f"<h2>Examples: clean and {attack}</h2>{examples_strip(report)}"
+
+
+def examples_strip(report: dict) -> str:
     """The strip of examples: each test image clean and attacked, with the model's predictions
     (an attacked prediction that is wrong is marked)."""
     cells = []
@@ -289,9 +293,8 @@ def examples_html(report: dict) -> str:
             f"<img alt=\"attacked\" src=\"data:image/png;base64,{adv_png}\"><figcaption>"
             f"true {label}<br>clean: {clean}<br><span{broken}>attacked: {adv}</span></figcaption></figure>")
     attack = html.escape(report["examples"][0]["attack"])
-    return (f"<h2>Examples: clean and {attack}</h2><p>The first {len(cells)} test images (left) and "
-            f"their {attack} examples at eps {report['eps']:.4g} (right).</p>"
-            f"<div class=\"strip\">{''.join(cells)}</div>")
+    return (f"<p>The first {len(cells)} test images (left) and their {attack} examples at eps "
+            f"{report['eps']:.4g} (right).</p><div class=\"strip\">{''.join(cells)}</div>")
 
 
 def examples_md(report: dict) -> str:
