@@ -251,9 +251,11 @@ def test_a_defense_keeps_the_models_modes_and_batchnorm_as_the_trainer_does():
 def test_defense_with_a_feature_layer_and_a_teacher():
     torch.manual_seed(0)
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8)
-    teacher = ConvNet()
+    teacher = ConvNet().train()
     defense = robustlab.defense("atat", eps=EPS, feature_layer="conv", teacher=teacher, steps=2)
     loss = defense(ConvNet(), x, y)
+    # the defense freezes a copy: your teacher keeps its mode and its trainable parameters
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
     assert torch.isfinite(loss) and {"attention_transfer", "logit_pairing"} <= set(defense.last)
     pairs = robustlab.defense("agkd_bml", eps=EPS, feature_layer="conv", teacher=teacher, data=(x, y))
     assert torch.isfinite(pairs(ConvNet(), x, y)) and "bml_triplet" in pairs.last
